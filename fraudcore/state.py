@@ -1,0 +1,110 @@
+"""The in-memory state store: the reference semantics that the Redis store reproduces.
+
+For each transaction, :meth:`InMemoryStore.exchange` returns the card's and the terminal's
+history *before* it and records it, in one step. It is idempotent on the transaction id:
+the same transaction again changes nothing and gets the same history back (the history
+never includes the transaction itself); the same id with other content raises
+:class:`~fraudcore.errors.DuplicateConflict`. Entries older than the retention of
+:class:`~fraudcore.features.FeatureSpec` are dropped, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Iterable
+
+from fraudcore.errors import DuplicateConflict
+from fraudcore.events import LabelEvent, Transaction
+from fraudcore.features import SPEC, CardHistory, FeatureSpec, TerminalHistory
+
+__all__ = ["InMemoryStore", "Timeline"]
+
+
+class Timeline:
+    """Entries ``(time, id, value)`` kept in time order, unique by id, trimmed by age."""
+
+    __slots__ = ("_entries", "_ids")
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, str, float]] = []
+        self._ids: dict[str, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, entry_id: str) -> tuple[float, float] | None:
+        return self._ids.get(entry_id)
+
+    def add(self, time: float, entry_id: str, value: float) -> bool:
+        """Record an entry; ``False`` when the id is already there (nothing changes)."""
+        if entry_id in self._ids:
+            return False
+        self._ids[entry_id] = (time, value)
+        entry = (time, entry_id, value)
+        if not self._entries or self._entries[-1] <= entry:
+            self._entries.append(entry)
+        else:
+            insort(self._entries, entry)
+        return True
+
+    def trim(self, before: float) -> None:
+        """Drop entries at or before ``before``."""
+        cut = bisect_right(self._entries, (before, "\U0010ffff", float("inf")))
+        if cut:
+            for _, entry_id, _ in self._entries[:cut]:
+                del self._ids[entry_id]
+            del self._entries[:cut]
+
+    def since(self, low: float, *, excluding: str) -> Iterable[tuple[float, str, float]]:
+        """Entries after ``low``, without the one whose id is ``excluding``."""
+        start = bisect_right(self._entries, (low, "\U0010ffff", float("inf")))
+        return (e for e in self._entries[start:] if e[1] != excluding)
+
+
+class InMemoryStore:
+    """Card and terminal state in dictionaries, for replay and tests."""
+
+    def __init__(self, *, spec: FeatureSpec = SPEC) -> None:
+        self.spec = spec
+        self.cards: dict[str, Timeline] = {}
+        self.terminals: dict[str, Timeline] = {}
+        self.labels: dict[str, Timeline] = {}
+
+    def exchange(self, tx: Transaction) -> tuple[CardHistory, TerminalHistory]:
+        """The histories before ``tx``; then ``tx`` is recorded (once)."""
+        t = tx.epoch
+        card = self.cards.setdefault(tx.card_id, Timeline())
+        seen = card.get(tx.transaction_id)
+        if seen is not None and seen != (t, tx.amount):
+            raise DuplicateConflict(
+                f"transaction {tx.transaction_id!r} was seen before with another time or "
+                "amount; the first one stands. Give a corrected transaction a new id."
+            )
+        card.trim(t - self.spec.card_retention_seconds)
+        card.add(t, tx.transaction_id, tx.amount)
+        terminal = self.terminals.setdefault(tx.terminal_id, Timeline())
+        terminal.trim(t - self.spec.terminal_retention_seconds)
+        terminal.add(t, tx.transaction_id, 0.0)
+
+        card_entries = list(
+            card.since(t - self.spec.card_retention_seconds, excluding=tx.transaction_id)
+        )
+        low = t - self.spec.terminal_retention_seconds
+        labels = self.labels.get(tx.terminal_id)
+        label_entries = list(labels.since(low, excluding="")) if labels else []
+        return (
+            CardHistory(
+                timestamps=[e[0] for e in card_entries], amounts=[e[2] for e in card_entries]
+            ),
+            TerminalHistory(
+                timestamps=[e[0] for e in terminal.since(low, excluding=tx.transaction_id)],
+                fraud_timestamps=[e[0] for e in label_entries],
+                fraud_known_at=[e[2] for e in label_entries],
+            ),
+        )
+
+    def add_label(self, label: LabelEvent) -> None:
+        """Record that ``label.transaction_id`` was fraud, known at ``label.known_at``."""
+        labels = self.labels.setdefault(label.terminal_id, Timeline())
+        labels.trim(label.epoch - self.spec.terminal_retention_seconds)
+        labels.add(label.epoch, label.transaction_id, label.known_epoch)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -57,6 +58,7 @@ __all__ = [
     "TerminalHistory",
     "compute",
     "fingerprint",
+    "terminal_windows",
 ]
 
 DAY = 86_400.0
@@ -91,7 +93,7 @@ SPEC = FeatureSpec()
 
 @dataclass(frozen=True, slots=True)
 class CardHistory:
-    """A card's previous transactions (not the current one), in any order."""
+    """A card's previous transactions (never the current one), ascending by time."""
 
     timestamps: Sequence[float] = ()
     amounts: Sequence[float] = ()
@@ -99,11 +101,23 @@ class CardHistory:
 
 @dataclass(frozen=True, slots=True)
 class TerminalHistory:
-    """A terminal's previous transactions and the fraud labels recorded for it."""
+    """What a terminal's state says before a transaction.
 
-    timestamps: Sequence[float] = ()
+    ``counts[i]`` is the number of the terminal's transactions in the i-th interval of
+    :func:`terminal_windows` (a busy terminal has too many transactions to ship them all,
+    so the store counts them); ``fraud_timestamps`` and ``fraud_known_at`` are the fraud
+    labels recorded for the terminal, in any order.
+    """
+
+    counts: Sequence[int] = ()
     fraud_timestamps: Sequence[float] = ()
     fraud_known_at: Sequence[float] = ()
+
+
+def terminal_windows(t: float, spec: FeatureSpec) -> list[tuple[float, float]]:
+    """The intervals ``(low, high]`` in which a store counts a terminal's transactions."""
+    end = t - spec.label_delay_days * DAY
+    return [(end - w * DAY, end) for w in spec.terminal_windows_days]
 
 
 def _names(spec: FeatureSpec) -> tuple[str, ...]:
@@ -148,51 +162,33 @@ def compute(
     local = tx.timestamp
     features = [amount, float(local.weekday() >= 5), float(local.hour <= 6)]
 
-    # Card: one pass collects every window's count and sum over the previous transactions.
-    card_lows = [t - w * DAY for w in spec.card_windows_days]
-    counts = [0] * len(card_lows)
-    sums = [0.0] * len(card_lows)
-    longest_low = min(card_lows)
-    short_low = t - spec.short_window_seconds
-    short_count = 0
-    last = longest_low
-    previous: list[float] = []
-    for ts, amt in zip(card.timestamps, card.amounts, strict=True):
-        if ts > t or ts <= longest_low:
-            continue
-        previous.append(amt)
-        last = max(last, ts)
-        short_count += ts > short_low
-        for i, low in enumerate(card_lows):
-            if ts > low:
-                counts[i] += 1
-                sums[i] += amt
-    for count, total in zip(counts, sums, strict=True):
-        features += [float(count + 1), (total + amount) / (count + 1)]
+    # Card: windows over the ascending history, by bisection.
+    times = card.timestamps
+    now = bisect_right(times, t)
+    for w in spec.card_windows_days:
+        first = bisect_right(times, t - w * DAY, 0, now)
+        count = now - first
+        features += [float(count + 1), (sum(card.amounts[first:now]) + amount) / (count + 1)]
+    start = bisect_right(times, t - max(spec.card_windows_days) * DAY, 0, now)
+    previous = card.amounts[start:now]
+    short_count = now - bisect_right(times, t - spec.short_window_seconds, start, now)
+    since_last = t - times[now - 1] if now > start else max(spec.card_windows_days) * DAY
 
     # Terminal: transactions and known frauds in the delayed windows.
-    delay = spec.label_delay_days * DAY
-    end = t - delay
-    term_lows = [end - w * DAY for w in spec.terminal_windows_days]
-    tx_counts = [0] * len(term_lows)
-    for ts in terminal.timestamps:
-        if ts > end:
-            continue
-        for i, low in enumerate(term_lows):
-            tx_counts[i] += ts > low
-    fraud_counts = [0] * len(term_lows)
-    oldest_low = min(term_lows)
+    windows = terminal_windows(t, spec)
+    if len(terminal.counts) != len(windows):
+        raise ValueError(f"terminal history has {len(terminal.counts)} counts, not {len(windows)}")
+    fraud_counts = [0] * len(windows)
+    oldest_low = min(low for low, _ in windows)
     newest_fraud, oldest_fraud = None, None
     for ts, known in zip(terminal.fraud_timestamps, terminal.fraud_known_at, strict=True):
         if known > t or ts <= oldest_low or ts > t:
             continue
         newest_fraud = ts if newest_fraud is None else max(newest_fraud, ts)
         oldest_fraud = ts if oldest_fraud is None else min(oldest_fraud, ts)
-        if ts > end:
-            continue
-        for i, low in enumerate(term_lows):
-            fraud_counts[i] += ts > low
-    for n_tx, n_fraud in zip(tx_counts, fraud_counts, strict=True):
+        for i, (low, high) in enumerate(windows):
+            fraud_counts[i] += low < ts <= high
+    for n_tx, n_fraud in zip(terminal.counts, fraud_counts, strict=True):
         features += [float(n_tx), n_fraud / n_tx if n_tx else 0.0]
 
     # Additions: the card's short-term pace and the amount against its own history.
@@ -205,7 +201,7 @@ def compute(
     no_fraud = spec.no_fraud_age_days
     features += [
         float(short_count + 1),
-        t - last,
+        since_last,
         ratio,
         zscore,
         float(fraud_counts[spec.terminal_windows_days.index(max(spec.terminal_windows_days))]),

@@ -11,13 +11,15 @@ never includes the transaction itself); the same id with other content raises
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Iterable
 
 from fraudcore.errors import DuplicateConflict
 from fraudcore.events import LabelEvent, Transaction
-from fraudcore.features import SPEC, CardHistory, FeatureSpec, TerminalHistory
+from fraudcore.features import SPEC, CardHistory, FeatureSpec, TerminalHistory, terminal_windows
 
 __all__ = ["InMemoryStore", "Timeline"]
+
+_LAST_ID = "\U0010ffff"  # sorts after every id, so (time, _LAST_ID, _INF) ends a time
+_INF = float("inf")
 
 
 class Timeline:
@@ -49,16 +51,22 @@ class Timeline:
 
     def trim(self, before: float) -> None:
         """Drop entries at or before ``before``."""
-        cut = bisect_right(self._entries, (before, "\U0010ffff", float("inf")))
+        cut = self._index(before)
         if cut:
             for _, entry_id, _ in self._entries[:cut]:
                 del self._ids[entry_id]
             del self._entries[:cut]
 
-    def since(self, low: float, *, excluding: str) -> Iterable[tuple[float, str, float]]:
-        """Entries after ``low``, without the one whose id is ``excluding``."""
-        start = bisect_right(self._entries, (low, "\U0010ffff", float("inf")))
-        return (e for e in self._entries[start:] if e[1] != excluding)
+    def since(self, low: float, *, excluding: str) -> list[tuple[float, str, float]]:
+        """Entries after ``low``, in time order, without the one whose id is ``excluding``."""
+        return [e for e in self._entries[self._index(low) :] if e[1] != excluding]
+
+    def count(self, low: float, high: float) -> int:
+        """How many entries have a time in ``(low, high]``."""
+        return self._index(high) - self._index(low)
+
+    def _index(self, time: float) -> int:
+        return bisect_right(self._entries, (time, _LAST_ID, _INF))
 
 
 class InMemoryStore:
@@ -86,18 +94,17 @@ class InMemoryStore:
         terminal.trim(t - self.spec.terminal_retention_seconds)
         terminal.add(t, tx.transaction_id, 0.0)
 
-        card_entries = list(
-            card.since(t - self.spec.card_retention_seconds, excluding=tx.transaction_id)
-        )
-        low = t - self.spec.terminal_retention_seconds
+        card_entries = card.since(t - self.spec.card_retention_seconds, excluding=tx.transaction_id)
         labels = self.labels.get(tx.terminal_id)
-        label_entries = list(labels.since(low, excluding="")) if labels else []
+        label_entries = (
+            labels.since(t - self.spec.terminal_retention_seconds, excluding="") if labels else []
+        )
         return (
             CardHistory(
                 timestamps=[e[0] for e in card_entries], amounts=[e[2] for e in card_entries]
             ),
             TerminalHistory(
-                timestamps=[e[0] for e in terminal.since(low, excluding=tx.transaction_id)],
+                counts=[terminal.count(low, high) for low, high in terminal_windows(t, self.spec)],
                 fraud_timestamps=[e[0] for e in label_entries],
                 fraud_known_at=[e[2] for e in label_entries],
             ),

@@ -190,11 +190,11 @@ def test_memory_is_bounded_by_the_longest_window():
 
 def test_compute_applies_windows_to_any_superset_history():
     t = tx("now", T0 + 50 * DAY, 10.0)
-    narrow = compute(t, CardHistory([t.epoch - 3600.0], [5.0]), TerminalHistory())
+    narrow = compute(t, CardHistory([t.epoch - 3600.0], [5.0]), TerminalHistory([0, 0, 0]))
     wide = compute(
         t,
-        CardHistory([t.epoch - 3600.0, t.epoch - 40 * 86_400, t.epoch + 10.0], [5.0, 7.0, 9.0]),
-        TerminalHistory([t.epoch + 5.0], [t.epoch - 45 * 86_400], [t.epoch - 44 * 86_400]),
+        CardHistory([t.epoch - 40 * 86_400, t.epoch - 3600.0, t.epoch + 10.0], [7.0, 5.0, 9.0]),
+        TerminalHistory([0, 0, 0], [t.epoch - 45 * 86_400], [t.epoch - 44 * 86_400]),
     )
     assert narrow == wide
 

@@ -1,0 +1,22 @@
+# The fraud-scoring worker (Faust). Used by docker-compose.yml; without Docker: make up.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY fraudcore/ fraudcore/
+COPY service/ service/
+RUN pip install ".[service]"
+COPY models/ models/
+
+# Code and models stay root-owned (read-only for the worker); the worker may only write
+# in /app itself, where Faust keeps its <app>-data directory.
+RUN useradd --system --uid 10001 --no-create-home worker && chown worker /app
+USER worker
+
+EXPOSE 6066
+CMD ["faust", "-A", "service.app", "worker", "-l", "info"]

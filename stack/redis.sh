@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Local Redis for the feature state, using the system's redis-server. It is a cache:
+# no RDB/AOF persistence, features are rebuilt by replay. State under $STACK_DIR/redis.
+#
+#   bash stack/redis.sh up|down|status
+#
+# Env: REDIS_PORT (6379), STACK_DIR (.stack), REDIS_MAXMEMORY (0 = unlimited).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STACK_DIR=${STACK_DIR:-.stack}
+mkdir -p "$STACK_DIR/redis"
+HOME_DIR=$(cd "$STACK_DIR/redis" && pwd)
+REDIS_PORT=${REDIS_PORT:-6379}
+PIDFILE=$HOME_DIR/redis.pid
+
+die() { echo "redis.sh: $*" >&2; exit 1; }
+
+ensure_redis() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+  if [[ $(id -u) -eq 0 && -f /etc/debian_version ]]; then
+    echo "redis.sh: installing redis-server with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  else
+    die "redis-server not found; install it (Debian/Ubuntu: sudo apt-get install redis-server) or use 'docker compose up'"
+  fi
+}
+
+cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+ping() { [[ $(cli ping 2>/dev/null) == PONG ]]; }
+# A process that exited but is not yet reaped (zombie; the daemon's parent is PID 1) counts as gone.
+alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
+# Our redis = alive and still a redis-server (guards against a recycled pid).
+pid() {
+  local p
+  p=$(cat "$PIDFILE" 2>/dev/null) && alive "$p" && grep -qs '^redis-server' "/proc/$p/comm" && echo "$p"
+}
+
+up() {
+  ensure_redis
+  if ping; then
+    echo "redis.sh: already answering on 127.0.0.1:$REDIS_PORT"
+    return 0
+  fi
+  # Config on the command line: nothing to keep in sync on disk. The Debian package's
+  # own service (if any) uses /etc/redis and the same default port; stop it or set REDIS_PORT.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+    --daemonize yes --dir "$HOME_DIR" --pidfile "$PIDFILE" --logfile "$HOME_DIR/redis.log" \
+    --save "" --appendonly no \
+    --maxmemory "${REDIS_MAXMEMORY:-0}" --maxmemory-policy noeviction
+  for _ in $(seq 50); do
+    ping && { echo "redis.sh: up on 127.0.0.1:$REDIS_PORT (redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2))"; return 0; }
+    sleep 0.1
+  done
+  tail -n 20 "$HOME_DIR/redis.log" >&2 || true
+  die "redis-server did not answer PING within 5s (log: $HOME_DIR/redis.log)"
+}
+
+down() {
+  local p
+  if ! p=$(pid); then
+    rm -f "$PIDFILE"
+    echo "redis.sh: not running (from $HOME_DIR)"
+    return 0
+  fi
+  # 'shutdown nosave': no persistence configured anyway; never write a dump on the way out.
+  cli shutdown nosave >/dev/null 2>&1 || kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 50); do
+    alive "$p" || { rm -f "$PIDFILE"; echo "redis.sh: stopped"; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$p"
+  rm -f "$PIDFILE"
+  echo "redis.sh: killed (did not stop within 5s)" >&2
+}
+
+status() {
+  local p
+  command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-server)"
+  p=$(pid) || true
+  if ping; then
+    echo "redis: running${p:+ (pid $p)} on 127.0.0.1:$REDIS_PORT, $(cli dbsize) keys"
+  else
+    echo "redis: stopped"
+    return 1
+  fi
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

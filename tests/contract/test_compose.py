@@ -1,0 +1,202 @@
+"""docker-compose.yml and Dockerfile describe the same stack as the local one (stack/).
+
+Pure file checks (no Docker needed): the structure of the compose file, and its agreement
+with stack/topics.py (topic names, partition count) and stack/kafka/pom.xml (Kafka version).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def env(service: dict[str, Any]) -> dict[str, str]:
+    """environment as a dict, whether written as a mapping or as a list of K=V."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def command_text(service: dict[str, Any], key: str = "command") -> str:
+    raw = service.get(key) or ""
+    return " ".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    check = service.get("healthcheck")
+    assert check and not check.get("disable"), "no healthcheck"
+    test = check["test"]
+    return " ".join(test) if isinstance(test, list) else test
+
+
+def stack_topics_module() -> ast.Module:
+    return ast.parse((ROOT / "stack" / "topics.py").read_text())
+
+
+def module_constant(name: str) -> Any:
+    for node in stack_topics_module().body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not found in stack/topics.py")
+
+
+def test_services_present(services: dict[str, Any]) -> None:
+    assert {"kafka", "redis", "topics", "worker"} <= set(services)
+
+
+def test_kafka_is_official_4x_image_matching_local_stack(services: dict[str, Any]) -> None:
+    image = services["kafka"]["image"]
+    match = re.fullmatch(r"apache/kafka:(4\.\d+\.\d+)", image)
+    assert match, f"want the official apache/kafka 4.x image, got {image!r}"
+    pom = ET.parse(ROOT / "stack" / "kafka" / "pom.xml")
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    assert match.group(1) == pom.findtext("m:properties/m:kafka.version", namespaces=ns)
+
+
+def test_kafka_runs_kraft_single_node(services: dict[str, Any]) -> None:
+    e = env(services["kafka"])
+    assert set(e["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in e
+    node_id = e["KAFKA_NODE_ID"]
+    voters = e["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert voters.startswith(f"{node_id}@"), "the node must be its own controller voter"
+    listeners = {item.split("://")[0] for item in e["KAFKA_LISTENERS"].split(",")}
+    assert e["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    assert voters.rsplit(":", 1)[1] == next(
+        item.rsplit(":", 1)[1]
+        for item in e["KAFKA_LISTENERS"].split(",")
+        if item.startswith(e["KAFKA_CONTROLLER_LISTENER_NAMES"] + "://")
+    )
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert e[key] == "1", key
+    assert e["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_worker_bootstrap_is_advertised_by_kafka(services: dict[str, Any]) -> None:
+    # The worker must reach a listener whose advertised address resolves in the network.
+    bootstrap = env(services["worker"])["FRAUD_KAFKA_BOOTSTRAP"].removeprefix("kafka://")
+    advertised = [
+        item.split("://", 1)[1]
+        for item in env(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    ]
+    assert bootstrap in advertised
+    assert bootstrap.split(":")[0] == "kafka"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("kafka", "kafka-broker-api-versions.sh"),
+        ("redis", "redis-cli ping"),
+        ("worker", "localhost:6066/health"),
+    ],
+)
+def test_healthchecks(services: dict[str, Any], name: str, expected: str) -> None:
+    assert expected in healthcheck_text(services[name])
+
+
+def test_redis_is_7_without_persistence(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    assert redis["image"].split(":")[0] == "redis"
+    assert redis["image"].split(":")[1].split(".")[0] == "7"
+    args = redis["command"]
+    assert args[args.index("--appendonly") + 1] == "no"
+    assert args[args.index("--save") + 1] == ""
+
+
+def test_worker_runs_the_faust_app(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    tokens = shlex.split(command_text(worker))
+    assert tokens[0] == "faust"
+    assert tokens[tokens.index("-A") + 1] == "service.app"
+    assert "worker" in tokens[tokens.index("-A") + 2 :]
+    assert "build" in worker
+
+
+def test_worker_environment(services: dict[str, Any]) -> None:
+    e = env(services["worker"])
+    assert e["FRAUD_KAFKA_BOOTSTRAP"]
+    assert re.fullmatch(r"redis://redis:6379(/\d+)?", e["FRAUD_REDIS_URL"])
+    assert e["FRAUD_MODEL_DIR"] == "/app/models"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "worker",
+            {
+                "kafka": "service_healthy",
+                "redis": "service_healthy",
+                "topics": "service_completed_successfully",
+            },
+        ),
+        ("topics", {"kafka": "service_healthy"}),
+    ],
+)
+def test_depends_on_conditions(
+    services: dict[str, Any], name: str, expected: dict[str, str]
+) -> None:
+    deps = services[name]["depends_on"]
+    assert isinstance(deps, dict), "long form needed for conditions"
+    for dep, condition in expected.items():
+        assert deps[dep]["condition"] == condition, f"{name} -> {dep}"
+
+
+def test_topics_service_creates_the_same_topics_as_stack_script(
+    services: dict[str, Any],
+) -> None:
+    topics = services["topics"]
+    assert topics["image"] == services["kafka"]["image"]
+    script = command_text(topics, "command") + " " + command_text(topics, "entrypoint")
+    assert "kafka-topics.sh" in script and "--create" in script
+    assert "--bootstrap-server kafka:9092" in script
+    words = set(re.findall(r"[\w.-]+", script))
+    for name in module_constant("TOPIC_ENV").values():
+        assert name in words, f"topic {name} not created by the topics service"
+    partitions = re.search(r"--partitions\s+(\S+)", script)
+    assert partitions, "explicit partition count needed"
+    default = re.fullmatch(r"\$\{FRAUD_PARTITIONS:-(\d+)\}|(\d+)", partitions.group(1))
+    assert default, partitions.group(1)
+    assert int(default.group(1) or default.group(2)) == module_constant("DEFAULT_PARTITIONS")
+    assert re.search(r"--replication-factor\s+1\b", script)
+
+
+def test_dockerfile_builds_service_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    instructions = [line.split(None, 1) for line in text.splitlines() if line.strip()]
+    instructions = [i for i in instructions if not i[0].startswith("#")]
+    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    assert any(i[0] == "RUN" and ".[service]" in i[1] for i in instructions)
+    copied = {i[1].split()[0].rstrip("/") for i in instructions if i[0] == "COPY"}
+    assert {"fraudcore", "service", "models"} <= copied
+    users = [i[1].strip() for i in instructions if i[0] == "USER"]
+    assert users and users[-1] not in {"root", "0"}

@@ -1,0 +1,156 @@
+"""``python -m training`` (also ``fraud-train``): generate data and train models.
+
+    python -m training generate --customers 5000 --terminals 10000 --days 183 \\
+        --start 2018-04-01 --seed 0 --out data/transactions.parquet
+    python -m training train --data data/transactions.parquet --train-start 2018-07-25 \\
+        --out models/ --report reports/train.json [--predictions reports/test.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from fraudcore.errors import FraudError
+from training import generator, protocol
+from training.dataset import COLUMNS, DatasetError, normalise, read_transactions
+
+__all__ = ["main"]
+
+log = logging.getLogger("training")
+
+
+def _columns(text: str) -> dict[str, str]:
+    """``TX_AMOUNT=amount,TX_DATETIME=ts`` -> mapping of canonical to the file's names."""
+    mapping = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        canonical, sep, theirs = part.partition("=")
+        if not sep or canonical not in COLUMNS or not theirs:
+            raise argparse.ArgumentTypeError(
+                f"bad mapping {part!r}: use CANONICAL=yours with CANONICAL one of {', '.join(COLUMNS)}"
+            )
+        mapping[canonical] = theirs
+    return mapping
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="simulate the benchmark's transactions")
+    gen.add_argument("--customers", type=int, default=5_000)
+    gen.add_argument("--terminals", type=int, default=10_000)
+    gen.add_argument("--days", type=int, default=183)
+    gen.add_argument("--start", type=date.fromisoformat, default=date(2018, 4, 1))
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", type=Path, required=True, help=".parquet or .csv")
+
+    train = commands.add_parser("train", help="replay features, select, export a model")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="CSV or Parquet with the benchmark's columns")
+    source.add_argument("--generate", action="store_true",
+                        help="train on freshly generated reference-size data")
+    train.add_argument("--seed", type=int, default=0, help="seed for --generate")
+    train.add_argument("--columns", type=_columns, default=None,
+                       help="map canonical to your column names: TX_AMOUNT=amount,...")
+    train.add_argument("--timezone", default="UTC", help="zone of timestamps without offset")
+    train.add_argument("--train-start", type=date.fromisoformat, default=date(2018, 7, 25))
+    train.add_argument("--train-days", type=int, default=7)
+    train.add_argument("--delay-days", type=int, default=7)
+    train.add_argument("--test-days", type=int, default=7)
+    train.add_argument("--validation-folds", type=int, default=4)
+    train.add_argument("--test-folds", type=int, default=1,
+                       help="also score the winner on this many consecutive test weeks")
+    train.add_argument("--out", type=Path, default=Path("models"))
+    train.add_argument("--report", type=Path, default=None, help="where to copy the JSON report")
+    train.add_argument("--predictions", type=Path, default=None,
+                       help="CSV of the cleaned test set: transaction, card, day, label, score")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        return _train(args)
+    except (FraudError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    config = generator.GeneratorConfig(
+        customers=args.customers, terminals=args.terminals, days=args.days, start=args.start,
+        seed=args.seed,
+    )
+    started = time.perf_counter()
+    frame = generator.generate(config)
+    elapsed = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".csv":
+        frame.to_csv(args.out, index=False)
+    else:
+        frame.to_parquet(args.out, index=False)
+    print(f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds "
+          f"({frame['TX_FRAUD'].mean():.3%}) generated in {elapsed:.1f} s -> {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training import pipeline  # scikit-learn and onnx load only when training
+
+    if args.generate:
+        frame = normalise(generator.generate(generator.GeneratorConfig(seed=args.seed)),
+                          source="generator")
+        source = f"generator(seed={args.seed}, reference size)"
+    else:
+        if not args.data.exists():
+            raise DatasetError(f"{args.data}: no such file; generate one with `python -m training generate`")
+        frame = read_transactions(args.data, columns=args.columns, naive_timezone=args.timezone)
+        source = str(args.data)
+    split = protocol.Split(args.train_start, args.train_days, args.delay_days, args.test_days)
+    result = pipeline.run(
+        frame, split=split, models_dir=args.out, source=source,
+        validation_folds=args.validation_folds, test_folds=args.test_folds,
+    )
+    report = result.report
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if args.predictions:
+        args.predictions.parent.mkdir(parents=True, exist_ok=True)
+        result.predictions.to_csv(args.predictions, index=False)
+    _summary(report, result.model_dir)
+    return 0
+
+
+def _summary(report: dict, model_dir: Path) -> None:
+    val, test = report["validation"], report["test"]
+    print(f"\nmodel {report['version']} ({report['model']['type']}) -> {model_dir}")
+    print(f"{'':12}{'AUC ROC':>9}{'AP':>9}{'CP@100':>9}")
+    for name, m in (("validation", val), ("test", test)):
+        print(f"{name:12}{m['auc_roc']:9.3f}{m['average_precision']:9.3f}"
+              f"{m['card_precision_at_100']:9.3f}")
+    if "prequential_test" in report:
+        p = report["prequential_test"]
+        print(f"{'4-fold test':12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
+              f"{p['mean_card_precision_at_100']:9.3f}")
+    t = report["thresholds"]
+    print(f"review >= {t['review']:.4f} (precision {test['precision_at_review']:.2f}, recall "
+          f"{test['recall_at_review']:.2f}); decline >= {t['decline']:.4f} (precision "
+          f"{test['precision_at_decline']:.2f}, recall {test['recall_at_decline']:.2f})")
+    print(f"replay: {report['replay']['events_per_second']:,} events/s; "
+          f"report: {model_dir / 'report.md'}")

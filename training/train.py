@@ -1,0 +1,199 @@
+"""Fit, select and evaluate: the benchmark protocol around scikit-learn candidates.
+
+Selection uses prequential validation that never looks at the test weeks: the first
+validation fold's test week is the training week itself (its model trains two weeks
+earlier, with the same gap), and each further fold moves one week back. The candidate
+with the best mean validation average precision wins (AP is the metric that moves most
+with how well frauds are ranked among ~0.8 % positives; AUC breaks ties). Thresholds come
+from the winner's predictions on the most recent validation week:
+
+* ``review``: the score that sends about ``review_cards_per_day`` cards a day to the
+  investigators (the benchmark's 100 a day, scaled to the data's daily volume);
+* ``decline``: the lowest score whose transaction precision on validation is at least
+  ``decline_precision``, so an outright decline is almost always a fraud.
+
+The winner is then refitted on the training week and scored on the cleaned test week.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fraudcore import FEATURE_NAMES, Thresholds
+from training import metrics, protocol
+
+__all__ = ["CANDIDATES", "Candidate", "Outcome", "fit_and_score", "predictions_frame", "select"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    build: Callable[[], ClassifierMixin]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _logistic() -> ClassifierMixin:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+
+
+def _forest() -> ClassifierMixin:
+    return RandomForestClassifier(
+        n_estimators=100, max_depth=12, min_samples_leaf=5, n_jobs=2, random_state=0
+    )
+
+
+def _boosting() -> ClassifierMixin:
+    return HistGradientBoostingClassifier(
+        learning_rate=0.05, max_iter=300, max_leaf_nodes=31, min_samples_leaf=40,
+        l2_regularization=1.0, early_stopping=False, random_state=0,
+    )
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("logistic_regression", _logistic, {"C": 1.0}),
+    Candidate("random_forest", _forest, {"n_estimators": 100, "max_depth": 12, "min_samples_leaf": 5}),
+    Candidate(
+        "hist_gradient_boosting",
+        _boosting,
+        {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 31, "min_samples_leaf": 40},
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A fitted model and how it did on one cleaned test set."""
+
+    model: ClassifierMixin
+    test: pd.DataFrame  # the cleaned test rows with a "score" column
+    predictions: pd.DataFrame  # card_id, day, label, score
+
+
+def features_of(frame: pd.DataFrame) -> np.ndarray:
+    """The model's input: the feature columns as float32, exactly what ONNX receives."""
+    return frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
+
+
+def predictions_frame(test: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """The columns the metrics work on, one row per test transaction."""
+    return pd.DataFrame(
+        {
+            "transaction_id": test["TRANSACTION_ID"].to_numpy(),
+            "card_id": test["CUSTOMER_ID"].to_numpy(),
+            "day": test["TX_DATETIME"].dt.date.to_numpy(),
+            "label": test["TX_FRAUD"].to_numpy(dtype=np.int8),
+            "score": scores,
+        }
+    )
+
+
+def fit_and_score(frame: pd.DataFrame, split: protocol.Split, candidate: Candidate) -> Outcome:
+    """Fit ``candidate`` on the split's training days and score its cleaned test days."""
+    train, test = protocol.split(frame, split)
+    test = protocol.clean_test(frame, test, split)
+    if train["TX_FRAUD"].nunique() < 2 or test.empty:
+        raise ValueError(
+            f"split from {split.train_start} has no usable data (train {len(train)} rows, "
+            f"cleaned test {len(test)} rows); check the data's date range"
+        )
+    model = candidate.build()
+    model.fit(features_of(train), train["TX_FRAUD"].to_numpy())
+    scores = model.predict_proba(features_of(test))[:, 1]
+    return Outcome(model, test.assign(score=scores), predictions_frame(test, scores))
+
+
+@dataclass(frozen=True)
+class Selection:
+    winner: Candidate
+    thresholds: Thresholds
+    threshold_rules: dict[str, str]
+    validation: dict[str, Any]  # the winner's mean validation metrics
+    candidates: list[dict[str, Any]]
+
+
+def validation_splits(split: protocol.Split, *, folds: int) -> list[protocol.Split]:
+    """Folds whose latest test week is the training week of ``split``."""
+    first = split.train_start - timedelta(days=split.train_days + split.delay_days)
+    return protocol.prequential_splits(
+        first, folds=folds, step_days=split.test_days, train_days=split.train_days,
+        delay_days=split.delay_days, test_days=split.test_days,
+    )
+
+
+def select(
+    frame: pd.DataFrame,
+    split: protocol.Split,
+    *,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    folds: int = 4,
+    review_cards_per_day: float = 100.0,
+    decline_precision: float = 0.9,
+) -> Selection:
+    """Prequential model selection and threshold choice (see the module docstring)."""
+    splits = validation_splits(split, folds=folds)
+    results = []
+    for candidate in candidates:
+        per_fold = [fit_and_score(frame, s, candidate) for s in splits]
+        scored = [
+            metrics.evaluate(o.predictions, review_threshold=1.0, decline_threshold=1.0)
+            for o in per_fold
+        ]
+        mean = _mean_metrics([m.to_dict() for m in scored])
+        log.info(
+            "%s validation: AUC %.3f AP %.3f CP@100 %.3f", candidate.name,
+            mean["auc_roc"], mean["average_precision"], mean["card_precision_at_100"],
+        )
+        results.append((candidate, per_fold, mean))
+    winner, per_fold, _ = max(
+        results, key=lambda r: (r[2]["average_precision"], r[2]["auc_roc"])
+    )
+    latest = per_fold[0].predictions
+    review = metrics.threshold_for_daily_cards(latest, cards_per_day=review_cards_per_day)
+    decline = max(review, metrics.threshold_for_precision(latest, precision=decline_precision))
+    thresholds = Thresholds(review=float(review), decline=float(decline))
+    validation = _mean_metrics([
+        metrics.evaluate(
+            o.predictions, review_threshold=thresholds.review, decline_threshold=thresholds.decline
+        ).to_dict()
+        for o in per_fold
+    ])
+    return Selection(
+        winner=winner,
+        thresholds=thresholds,
+        threshold_rules={
+            "review_rule": f"about {review_cards_per_day:g} cards a day reach it on the latest "
+            "validation week",
+            "decline_rule": f"lowest score with transaction precision >= {decline_precision:g} "
+            "on the latest validation week",
+        },
+        validation=validation,
+        candidates=[
+            {"name": c.name, "params": c.params, "validation": mean} for c, _, mean in results
+        ],
+    )
+
+
+def _mean_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of the scalar metrics over folds, with their standard deviation."""
+    out: dict[str, Any] = {"folds": len(rows)}
+    for key, value in rows[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [float(r[key]) for r in rows]
+            out[key] = float(np.mean(values))
+            if len(rows) > 1:
+                out[f"{key}_std"] = float(np.std(values))
+    return out

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -192,10 +192,12 @@ def compute(
         features += [float(n_tx), n_fraud / n_tx if n_tx else 0.0]
 
     # Additions: the card's short-term pace and the amount against its own history.
-    ratio = amount / max(statistics.median(previous), 0.01) if previous else 1.0
-    if len(previous) >= 2:
-        mean = statistics.fmean(previous)
-        zscore = (amount - mean) / max(statistics.pstdev(previous, mean), 1.0)
+    n = len(previous)
+    ratio = amount / max(_median(previous), 0.01) if n else 1.0
+    if n >= 2:
+        mean = sum(previous) / n
+        std = math.sqrt(sum((x - mean) ** 2 for x in previous) / n)
+        zscore = (amount - mean) / max(std, 1.0)
     else:
         zscore = 0.0
     no_fraud = spec.no_fraud_age_days
@@ -209,3 +211,9 @@ def compute(
         (t - oldest_fraud) / DAY if oldest_fraud is not None else no_fraud,
     ]
     return features
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -111,7 +111,9 @@ class InMemoryStore:
         )
 
     def add_label(self, label: LabelEvent) -> None:
-        """Record that ``label.transaction_id`` was fraud, known at ``label.known_at``."""
+        """Record that ``label.transaction_id`` was fraud, known at ``label.known_at``.
+
+        Labels are trimmed by the transactions that read them, so a label that arrives
+        ahead of time is kept until it is too old for any transaction."""
         labels = self.labels.setdefault(label.terminal_id, Timeline())
-        labels.trim(label.epoch - self.spec.terminal_retention_seconds)
         labels.add(label.epoch, label.transaction_id, label.known_epoch)

@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE
 from fraudcore.errors import ModelError
+from training import onnx_compat
 
 __all__ = [
     "INPUT_NAME",
@@ -37,6 +38,7 @@ __all__ = [
     "check_parity",
     "convert",
     "library_versions",
+    "version_of",
     "write_artifacts",
 ]
 
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
 PARITY_TOLERANCE = 1e-5
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 
 class ParityError(ModelError):
@@ -53,6 +55,7 @@ class ParityError(ModelError):
 
 def convert(model: ClassifierMixin, n_features: int) -> bytes:
     """The ONNX bytes of ``model`` with a float32 input and a probability-array output."""
+    onnx_compat.install()
     classifier = model.steps[-1][1] if isinstance(model, Pipeline) else model
     onx = convert_sklearn(
         model,
@@ -91,6 +94,11 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{n: package_version(n) for n in names}}
 
 
+def version_of(model_bytes: bytes) -> str:
+    """A model's version: the first 12 hex digits of its sha256."""
+    return hashlib.sha256(model_bytes).hexdigest()[:12]
+
+
 def write_artifacts(
     models_dir: Path, model_bytes: bytes, metadata: Mapping[str, Any], *, files: Mapping[str, bytes] = {}
 ) -> Path:
@@ -100,7 +108,7 @@ def write_artifacts(
     lands in the same place. ``metadata`` gets ``version`` and ``model.sha256`` filled in.
     """
     digest = hashlib.sha256(model_bytes).hexdigest()
-    version = digest[:12]
+    version = version_of(model_bytes)
     target = models_dir / version
     target.mkdir(parents=True, exist_ok=True)
     full = {**metadata, "version": version}

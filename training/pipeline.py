@@ -126,17 +126,18 @@ def run(
         folds = [{"train_start": split.train_start.isoformat(), **test_metrics.to_dict()}, *prequential]
         report_dict["prequential_test"] = {"folds": folds, **_means(folds)}
 
+    version = export.version_of(model_bytes)
+    report_dict["version"] = version
+    report_dict["model"] = {**report_dict["model"], "version": version}
     with tempfile.TemporaryDirectory() as tmp:
         plots = report.write_plots(
             final.predictions, Path(tmp), review_threshold=thresholds.review,
             decline_threshold=thresholds.decline, per_day_cp=test_metrics.card_precision_per_day,
         )
-        files = {p.name: p.read_bytes() for p in plots}
+        report.write_markdown(report_dict, Path(tmp) / "report.md")
+        (Path(tmp) / "report.json").write_text(json.dumps(report_dict, indent=2, sort_keys=True) + "\n")
+        files = {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
     model_dir = export.write_artifacts(models_dir, model_bytes, metadata, files=files)
-    report_dict["version"] = model_dir.name
-    report_dict["model"]["version"] = model_dir.name
-    (model_dir / "report.json").write_text(json.dumps(report_dict, indent=2, sort_keys=True) + "\n")
-    report.write_markdown(report_dict, model_dir / "report.md")
     return TrainingRun(report_dict, model_dir, final.predictions)
 
 

@@ -1,0 +1,56 @@
+# fraud-stream: `make demo` runs the live stream, `make test` the tests.
+# Everything runs from the project's own virtualenv (.venv) and local stack (.stack/).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install train worker produce tail demo test test-unit test-integration lint bench bench-quick chaos clean
+
+help:
+	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
+	@echo "make test      unit, contract and integration tests (starts Kafka and Redis)"
+	@echo "make train     retrain on reference-size generated data (models/current moves)"
+	@echo "make up|down   start or stop the local Kafka (KRaft) and Redis"
+	@echo "make worker    run the scoring worker in the foreground"
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[service,training,dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+include stack/stack.mk
+up: $(INSTALLED)
+
+train: $(INSTALLED)
+	$(PY) -m training train --generate --test-folds 4 --out models --report reports/train.json \
+		--predictions reports/test_predictions.csv
+
+worker: $(INSTALLED)
+	$(VENV)/bin/fraud-worker
+
+produce: $(INSTALLED)
+	$(PY) -m fraudtools.producer --rate 200 --shift-to-now
+
+tail: $(INSTALLED)
+	$(PY) -m fraudtools.tail
+
+demo: $(INSTALLED) up
+	$(PY) -m fraudtools.demo
+
+test: $(INSTALLED) up
+	$(PY) -m pytest
+
+test-unit: $(INSTALLED)
+	$(PY) -m pytest tests/unit tests/contract
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf reports .pytest_cache .mypy_cache .ruff_cache

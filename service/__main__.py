@@ -1,0 +1,5 @@
+"""``python -m service [faust worker options]``: run the scoring worker."""
+
+from service.app import main
+
+main()

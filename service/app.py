@@ -1,0 +1,99 @@
+"""The Faust app, its topics, and the worker's shared parts (the entry point).
+
+Run it with ``make worker``, ``fraud-worker``, or ``faust -A service.app worker -l info``.
+Settings come from ``FRAUD_*`` environment variables (:class:`service.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+from typing import Any
+
+import faust
+from redis.asyncio import Redis
+
+from fraudcore.errors import ModelError
+from service.model import ModelHolder
+from service.processing import Processor
+from service.settings import Settings
+from service.state import RedisStore
+
+__all__ = ["app", "main", "models", "processor", "settings", "topics"]
+
+log = logging.getLogger(__name__)
+
+settings = Settings()
+
+
+def _broker_options(s: Settings) -> dict[str, Any]:
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    context = ssl.create_default_context(cafile=str(s.kafka_ca_file) if s.kafka_ca_file else None)
+    if s.kafka_security_protocol == "SSL":
+        return {"broker_credentials": context}
+    password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else ""
+    return {
+        "broker_credentials": faust.SASLCredentials(
+            username=s.kafka_sasl_username or "",
+            password=password,
+            mechanism=s.kafka_sasl_mechanism,
+            ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None,
+        )
+    }
+
+
+app = faust.App(
+    settings.app_id,
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    autodiscover=["service.agents"],
+    origin="service.app",
+    datadir=str(settings.data_dir),
+    store="memory://",
+    key_serializer="raw",
+    value_serializer="raw",
+    topic_partitions=settings.partitions,
+    topic_allow_declare=False,  # `make up` (or the compose topics step) creates them
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    producer_linger_ms=1,
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    **_broker_options(settings),
+)
+
+
+def _topic(name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+
+class _Topics:
+    transactions = _topic(settings.topic_transactions)
+    labels = _topic(settings.topic_labels)
+    decisions = _topic(settings.topic_decisions)
+    alerts = _topic(settings.topic_alerts)
+    dlq = _topic(settings.topic_dlq)
+
+
+topics = _Topics()
+
+try:
+    models = ModelHolder(settings.model_dir)
+except ModelError as exc:
+    # Refuse to start: a wrong model would score every transaction wrongly.
+    sys.exit(f"fraud worker refuses to start: {exc}")
+
+redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5.0)
+store = RedisStore(
+    redis,
+    card_key_secret=settings.card_key_secret.get_secret_value().encode(),
+    prefix=settings.redis_key_prefix,
+)
+processor = Processor(store, models, fail_policy=settings.fail_policy)
+
+
+def main() -> None:
+    """Console script: ``fraud-worker [faust worker options]``."""
+    sys.argv = [sys.argv[0], "worker", "-l", settings.log_level.lower(), *sys.argv[1:]]
+    app.main()

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the worker, served on ``/metrics`` beside ``/health``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BATCH_SIZE",
+    "DEAD_LETTERS",
+    "DECISIONS",
+    "DEGRADED",
+    "EVENT_TO_DECISION_SECONDS",
+    "LABELS",
+    "MODEL_INFO",
+    "STAGE_SECONDS",
+    "STATE_UNAVAILABLE",
+]
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+DECISIONS = Counter("fraud_decisions_total", "Decisions emitted", ["action"])
+DEAD_LETTERS = Counter(
+    "fraud_dead_letters_total", "Events sent to the dead-letter topic", ["topic"]
+)
+LABELS = Counter("fraud_labels_total", "Fraud labels recorded")
+DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made without state (fail-open)")
+STATE_UNAVAILABLE = Counter("fraud_state_unavailable_total", "Batches held because Redis was down")
+STAGE_SECONDS = Histogram(
+    "fraud_stage_seconds", "Time per batch in each stage", ["stage"], buckets=_FAST
+)
+EVENT_TO_DECISION_SECONDS = Histogram(
+    "fraud_event_to_decision_seconds",
+    "From the Kafka record's timestamp to its decision being sent",
+    buckets=_FAST + (2.5, 5.0, 10.0),
+)
+BATCH_SIZE = Histogram(
+    "fraud_batch_size", "Events per micro-batch", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+)
+MODEL_INFO = Gauge("fraud_model_info", "The model in service (value 1)", ["version"])

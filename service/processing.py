@@ -1,0 +1,166 @@
+"""One micro-batch, from raw messages to decisions and dead letters; no Kafka here.
+
+Per batch: decode and validate every message, one Redis round trip for all the state
+(:class:`~service.state.RedisStore`), features through ``fraudcore``, one onnxruntime
+call, the decision policy. Kafka (Faust) feeds it and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from fraudcore import FEATURE_NAMES, CardHistory, TerminalHistory, Transaction, compute, decide
+from fraudcore.errors import DuplicateConflict, InvalidEvent
+from service import metrics
+from service.model import ModelHolder
+from service.records import Decision, Source, dead_letter, decode_label, decode_transaction
+from service.state import Exchange, RedisStore
+
+__all__ = ["BatchResult", "Message", "Processor", "StateUnavailable"]
+
+log = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class StateUnavailable(Exception):
+    """Redis cannot be reached and the policy is to hold: retry the same batch later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    value: bytes | None
+    source: Source
+
+
+@dataclass
+class BatchResult:
+    decisions: list[Decision] = field(default_factory=list)
+    dead_letters: list[bytes] = field(default_factory=list)
+
+
+class Processor:
+    """Scores batches of transactions and records batches of labels."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        models: ModelHolder,
+        *,
+        fail_policy: str = "hold",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.fail_policy = fail_policy
+        self.clock = clock
+
+    async def transactions(self, batch: Sequence[Message]) -> BatchResult:
+        result = BatchResult()
+        started = time.perf_counter()
+        valid: list[tuple[Transaction, Message]] = []
+        for message in batch:
+            try:
+                valid.append((decode_transaction(message.value), message))
+            except InvalidEvent as exc:
+                self._dead(result, message, str(exc))
+        decoded = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("decode").observe(decoded - started)
+        if not valid:
+            return result
+
+        degraded = False
+        try:
+            exchanges: Sequence[Exchange | DuplicateConflict] = await self.store.exchange(
+                [tx for tx, _ in valid]
+            )
+        except REDIS_DOWN as exc:
+            if self.fail_policy == "hold":
+                raise StateUnavailable(str(exc)) from exc
+            log.warning(
+                "Redis unavailable, deciding %d events on empty history: %s", len(valid), exc
+            )
+            metrics.DEGRADED.inc(len(valid))
+            empty = Exchange(CardHistory(), TerminalHistory(counts=[0, 0, 0]), duplicate=False)
+            exchanges, degraded = [empty] * len(valid), True
+        fetched = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("redis").observe(fetched - decoded)
+
+        rows, scored = [], []
+        for (tx, message), exchange in zip(valid, exchanges, strict=True):
+            if isinstance(exchange, DuplicateConflict):
+                self._dead(result, message, str(exchange))
+                continue
+            rows.append(compute(tx, exchange.card, exchange.terminal))
+            scored.append((tx, exchange.duplicate))
+        computed = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("features").observe(computed - fetched)
+        if not rows:
+            return result
+
+        model = self.models.model  # one model for the whole batch, even across a swap
+        scores = model.score(np.asarray(rows, dtype=np.float32))
+        now = self.clock()
+        thresholds = model.info.thresholds
+        for (tx, duplicate), score in zip(scored, scores.tolist(), strict=True):
+            result.decisions.append(
+                Decision(
+                    tx,
+                    score,
+                    decide(score, thresholds),
+                    model.version,
+                    now,
+                    duplicate=duplicate,
+                    degraded=degraded,
+                )
+            )
+        metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - computed)
+        return result
+
+    async def labels(self, batch: Sequence[Message]) -> list[bytes]:
+        """Record a batch of label events; returns the dead letters."""
+        dead: list[bytes] = []
+        labels = []
+        for message in batch:
+            try:
+                labels.append(decode_label(message.value))
+            except InvalidEvent as exc:
+                dead.append(self._dead_letter(message, str(exc)))
+        try:
+            await self.store.add_labels(labels)
+        except REDIS_DOWN as exc:
+            # Labels are never decided on: they always wait for Redis.
+            raise StateUnavailable(str(exc)) from exc
+        return dead
+
+    def _dead(self, result: BatchResult, message: Message, reason: str) -> None:
+        result.dead_letters.append(self._dead_letter(message, reason))
+
+    def _dead_letter(self, message: Message, reason: str) -> bytes:
+        src = message.source
+        log.info("dead letter %s[%d]@%d: %s", src.topic, src.partition, src.offset, reason)
+        metrics.DEAD_LETTERS.labels(src.topic).inc()
+        return dead_letter(message.value, src, reason, at=self.clock())
+
+
+async def retry_while_unavailable(
+    attempt: Callable[[], object], *, max_delay: float, what: str
+) -> object:
+    """Run ``attempt`` (a coroutine function) until Redis answers, with capped backoff."""
+    delay = 0.1
+    while True:
+        try:
+            return await attempt()  # type: ignore[misc]
+        except StateUnavailable as exc:
+            metrics.STATE_UNAVAILABLE.inc()
+            log.warning("%s: Redis unavailable (%s); holding, retry in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

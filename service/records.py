@@ -1,0 +1,111 @@
+"""Wire formats: transactions and labels in, decisions and dead letters out (JSON).
+
+The worker decodes with orjson and validates with ``fraudcore`` rather than through Faust
+records: one decode per event, and validation errors that name the field. JSON Schemas of
+every format are in ``docs/schemas/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from fraudcore import Action, InvalidEvent, LabelEvent, Transaction, parse_label, parse_transaction
+
+__all__ = [
+    "MAX_DLQ_PAYLOAD",
+    "Decision",
+    "Source",
+    "dead_letter",
+    "decode_label",
+    "decode_transaction",
+]
+
+MAX_DLQ_PAYLOAD = 64 * 1024  # bytes of the original payload kept in a dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an event came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def _decode(payload: bytes | None, kind: str) -> Any:
+    if payload is None:
+        raise InvalidEvent(f"empty message: a {kind} needs a JSON object value")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON ({exc.msg})") from None
+
+
+def decode_transaction(payload: bytes | None) -> Transaction:
+    """Bytes from the ``transactions`` topic to a validated transaction."""
+    return parse_transaction(_decode(payload, "transaction"))
+
+
+def decode_label(payload: bytes | None) -> LabelEvent:
+    """Bytes from the ``fraud-labels`` topic to a validated label event."""
+    return parse_label(_decode(payload, "label"))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    transaction: Transaction
+    score: float
+    action: Action
+    model_version: str
+    decided_at: float
+    duplicate: bool = False
+    degraded: bool = False
+
+    def to_json(self) -> bytes:
+        tx = self.transaction
+        return orjson.dumps(
+            {
+                "transaction_id": tx.transaction_id,
+                "card_id": tx.card_id,
+                "terminal_id": tx.terminal_id,
+                "amount": tx.amount,
+                "timestamp": tx.timestamp.isoformat(),
+                "score": round(self.score, 6),
+                "action": self.action,
+                "model_version": self.model_version,
+                "decided_at": datetime.fromtimestamp(self.decided_at, UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                "duplicate": self.duplicate,
+                "degraded": self.degraded,
+            }
+        )
+
+
+def dead_letter(payload: bytes | None, source: Source, reason: str, *, at: float) -> bytes:
+    """A dead-letter record: why, from where, and the payload (as text when it is UTF-8)."""
+    raw = payload or b""
+    record: dict[str, Any] = {
+        "reason": reason,
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
+        "failed_at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+        "payload_bytes": len(raw),
+        "payload_sha256": hashlib.sha256(raw).hexdigest(),
+        "payload_truncated": len(raw) > MAX_DLQ_PAYLOAD,
+    }
+    kept = raw[:MAX_DLQ_PAYLOAD]
+    try:
+        record["payload"] = kept.decode("utf-8")
+        record["payload_encoding"] = "utf-8"
+    except UnicodeDecodeError:
+        record["payload"] = base64.b64encode(kept).decode("ascii")
+        record["payload_encoding"] = "base64"
+    return orjson.dumps(record)

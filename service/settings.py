@@ -1,0 +1,58 @@
+"""The worker's settings: one frozen object, read from ``FRAUD_*`` environment variables.
+
+Built once at the entry point (:mod:`service.app`) and passed down; no other module reads
+the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True, extra="ignore")
+
+    app_id: str = Field("fraud-scorer", description="Faust app id and Kafka consumer group")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ca_file: Path | None = None
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_key_prefix: str = Field("fraud", description="namespace of every Redis key")
+    card_key_secret: SecretStr = Field(
+        SecretStr("change-me-in-production"),
+        description="HMAC key that turns card ids into Redis keys; card ids never appear in clear",
+    )
+
+    topic_transactions: str = "transactions"
+    topic_labels: str = "fraud-labels"
+    topic_decisions: str = "decisions"
+    topic_alerts: str = "fraud-alerts"
+    topic_dlq: str = "transactions-dlq"
+    partitions: int = Field(4, ge=1)
+
+    model_dir: Path = Path("models")
+    model_poll_seconds: float = Field(5.0, gt=0, description="how often to look for a new model")
+
+    batch_size: int = Field(500, ge=1, description="most events in one micro-batch")
+    batch_wait_seconds: float = Field(0.005, ge=0, description="longest wait to fill a batch")
+    fail_policy: Literal["hold", "open"] = Field(
+        "hold",
+        description="when Redis is down: hold (stop, retry, commit nothing) or open (score on "
+        "empty history and mark decisions degraded)",
+    )
+    retry_max_seconds: float = Field(5.0, gt=0, description="longest backoff between retries")
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path = Path(".stack/worker")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,0 +1,201 @@
+"""Fixtures for tests against the real stack: Kafka and Redis from `make up`, and the real
+worker process (``python -m service worker``), each test with its own topics, consumer
+group and Redis key prefix.
+
+A stack that is not running fails these tests (it never skips them): run ``make up``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAP = os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("FRAUD_REDIS_URL", "redis://127.0.0.1:6379/0")
+PARTITIONS = 4
+
+
+def _reachable(host_port: str) -> bool:
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack() -> None:
+    redis_host = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
+    missing = [name for name, addr in (("Kafka", BOOTSTRAP), ("Redis", redis_host))
+               if not _reachable(addr)]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not reachable: start the stack with `make up`")
+
+
+@dataclass
+class Run:
+    """One test's own names: topics, consumer group, Redis key prefix."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    def topic(self, name: str) -> str:
+        return f"it-{self.run_id}-{name}"
+
+    @property
+    def prefix(self) -> str:
+        return f"it-{self.run_id}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+        env.update({
+            "FRAUD_APP_ID": f"it-{self.run_id}",
+            "FRAUD_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            "FRAUD_REDIS_URL": REDIS_URL,
+            "FRAUD_REDIS_KEY_PREFIX": self.prefix,
+            "FRAUD_TOPIC_TRANSACTIONS": self.topic("transactions"),
+            "FRAUD_TOPIC_LABELS": self.topic("labels"),
+            "FRAUD_TOPIC_DECISIONS": self.topic("decisions"),
+            "FRAUD_TOPIC_ALERTS": self.topic("alerts"),
+            "FRAUD_TOPIC_DLQ": self.topic("dlq"),
+            "FRAUD_PARTITIONS": str(PARTITIONS),
+            "FRAUD_MODEL_DIR": str(ROOT / "models"),
+            "FRAUD_DATA_DIR": f"/tmp/fraud-it/{self.run_id}",
+            "FRAUD_WEB_PORT": str(_free_port()),
+            "FRAUD_BATCH_WAIT_SECONDS": "0.01",
+        })
+        env.update(overrides)
+        return env
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.topic(n) for n in ("transactions", "labels", "decisions", "alerts", "dlq")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _admin(action: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        if action == "create":
+            await admin.create_topics(
+                [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
+            )
+        else:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    """Fresh topics and key prefix; removed afterwards."""
+    r = Run()
+    asyncio.run(_admin("create", r.topics))
+    yield r
+    asyncio.run(_admin("delete", r.topics))
+    client = Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{r.prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class Worker:
+    """The real worker process, as a user starts it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--web-port", self.env["FRAUD_WEB_PORT"]],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(run.env(), tmp_path / "worker.log").start()
+    yield w
+    w.stop()
+
+
+async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dict]:
+    """Read ``topic`` from the beginning until ``until`` records or the timeout."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+        group_id=None, enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < until and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records += [orjson.loads(m.value) for m in messages]
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:
+    """Read ``topic`` from the beginning until nothing new arrives for ``quiet`` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+        group_id=None, enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last < quiet:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records += [orjson.loads(m.value) for m in messages]
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return records

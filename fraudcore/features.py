@@ -75,7 +75,7 @@ class FeatureSpec:
     label_delay_days: int = 7
     short_window_seconds: int = 3_600
     no_fraud_age_days: float = 60.0
-    grace_days: int = 1
+    grace_days: int = 3  # how far (event time) one partition may run ahead of another
 
     @property
     def card_retention_seconds(self) -> float:

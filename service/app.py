@@ -25,6 +25,7 @@ __all__ = ["app", "main", "models", "processor", "settings", "topics"]
 log = logging.getLogger(__name__)
 
 settings = Settings()
+settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _broker_options(s: Settings) -> dict[str, Any]:
@@ -90,7 +91,9 @@ store = RedisStore(
     card_key_secret=settings.card_key_secret.get_secret_value().encode(),
     prefix=settings.redis_key_prefix,
 )
-processor = Processor(store, models, fail_policy=settings.fail_policy)
+processor = Processor(
+    store, models, fail_policy=settings.fail_policy, include_features=settings.include_features
+)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from fraudcore import FEATURE_NAMES, CardHistory, TerminalHistory, Transaction, compute, decide
+from fraudcore import SPEC, CardHistory, TerminalHistory, Transaction, compute, decide
 from fraudcore.errors import DuplicateConflict, InvalidEvent
 from service import metrics
 from service.model import ModelHolder
@@ -56,11 +56,13 @@ class Processor:
         models: ModelHolder,
         *,
         fail_policy: str = "hold",
+        include_features: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.models = models
         self.fail_policy = fail_policy
+        self.include_features = include_features
         self.clock = clock
 
     async def transactions(self, batch: Sequence[Message]) -> BatchResult:
@@ -89,7 +91,8 @@ class Processor:
                 "Redis unavailable, deciding %d events on empty history: %s", len(valid), exc
             )
             metrics.DEGRADED.inc(len(valid))
-            empty = Exchange(CardHistory(), TerminalHistory(counts=[0, 0, 0]), duplicate=False)
+            no_counts = [0] * len(SPEC.terminal_windows_days)
+            empty = Exchange(CardHistory(), TerminalHistory(counts=no_counts), duplicate=False)
             exchanges, degraded = [empty] * len(valid), True
         fetched = time.perf_counter()
         metrics.STAGE_SECONDS.labels("redis").observe(fetched - decoded)
@@ -110,7 +113,7 @@ class Processor:
         scores = model.score(np.asarray(rows, dtype=np.float32))
         now = self.clock()
         thresholds = model.info.thresholds
-        for (tx, duplicate), score in zip(scored, scores.tolist(), strict=True):
+        for (tx, duplicate), score, row in zip(scored, scores.tolist(), rows, strict=True):
             result.decisions.append(
                 Decision(
                     tx,
@@ -120,6 +123,7 @@ class Processor:
                     now,
                     duplicate=duplicate,
                     degraded=degraded,
+                    features=row if self.include_features else None,
                 )
             )
         metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - computed)

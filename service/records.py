@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from fraudcore import Action, InvalidEvent, LabelEvent, Transaction, parse_label, parse_transaction
+from fraudcore import FEATURE_NAMES, Action, InvalidEvent, LabelEvent, Transaction, parse_label, parse_transaction
 
 __all__ = [
     "MAX_DLQ_PAYLOAD",
@@ -66,9 +67,13 @@ class Decision:
     decided_at: float
     duplicate: bool = False
     degraded: bool = False
+    features: Sequence[float] | None = None
 
     def to_json(self) -> bytes:
         tx = self.transaction
+        extra = {}
+        if self.features is not None:
+            extra["features"] = dict(zip(FEATURE_NAMES, self.features, strict=True))
         return orjson.dumps(
             {
                 "transaction_id": tx.transaction_id,
@@ -84,6 +89,7 @@ class Decision:
                 ),
                 "duplicate": self.duplicate,
                 "degraded": self.degraded,
+                **extra,
             }
         )
 

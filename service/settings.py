@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(5.0, gt=0, description="longest backoff between retries")
 
+    include_features: bool = Field(
+        False, description="add the feature vector to every decision (audit, parity checks)"
+    )
+
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path = Path(".stack/worker")

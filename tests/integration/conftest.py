@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -138,6 +139,23 @@ class Worker:
         )
         return self
 
+    def wait_ready(self, timeout: float = 90.0) -> Worker:
+        """Until ``/health`` answers 200; fails at once if the process exits."""
+        url = f"http://127.0.0.1:{self.env['FRAUD_WEB_PORT']}/health"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"worker not healthy after {timeout} s:\n{self.output()[-3000:]}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.process is not None
         if self.process.poll() is None:
@@ -156,7 +174,7 @@ class Worker:
 
 @pytest.fixture
 def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
-    w = Worker(run.env(), tmp_path / "worker.log").start()
+    w = Worker(run.env(), tmp_path / "worker.log").start().wait_ready()
     yield w
     w.stop()
 

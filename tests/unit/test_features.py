@@ -183,9 +183,9 @@ def test_memory_is_bounded_by_the_longest_window():
     store = InMemoryStore()
     for day in range(100):
         features(store, tx(f"t{day}", T0 + day * DAY))
-    # card keeps 30 days + 1 day grace; terminal keeps 7 + 30 + 1 days
-    assert len(store.cards["c1"]) == 31
-    assert len(store.terminals["t1"]) == 38
+    # card keeps 30 days + 3 days grace; terminal keeps 7 + 30 + 3 days
+    assert len(store.cards["c1"]) == 33
+    assert len(store.terminals["t1"]) == 40
 
 
 def test_compute_applies_windows_to_any_superset_history():

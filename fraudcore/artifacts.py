@@ -64,9 +64,14 @@ def model_info(
         ) from exc
     expected = expected_fingerprint or fingerprint()
     if model_fingerprint != expected or names != expected_features:
+        what = (
+            f"feature fingerprint {model_fingerprint}, but this code computes {expected}"
+            if model_fingerprint != expected
+            else f"features {list(names)}, but this code computes {list(expected_features)}"
+        )
         raise FingerprintMismatch(
-            f"model {version} was trained on feature fingerprint {model_fingerprint}, but this "
-            f"code computes {expected}; retrain with `make train` or deploy the matching code"
+            f"model {version} was trained on {what}; retrain with `make train` or deploy the "
+            "matching code"
         )
     actual_hash = hashlib.sha256(model_bytes).hexdigest()
     if actual_hash != recorded_hash:

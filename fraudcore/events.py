@@ -141,8 +141,10 @@ def _identifier(
     value = _field(obj, name, error)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise error(f"{name}: expected a string or integer, got {type(value).__name__}", field=name)
+    if isinstance(value, int) and not -(10**limits.max_id_length) < value < 10**limits.max_id_length:
+        raise error(f"{name}: length must be 1 to {limits.max_id_length}", field=name)
     text = str(value)
-    if not text or len(text) > limits.max_id_length:
+    if not text.strip() or len(text) > limits.max_id_length:
         raise error(f"{name}: length must be 1 to {limits.max_id_length}", field=name)
     if not text.isprintable():
         raise error(f"{name}: contains non-printable characters", field=name)
@@ -153,7 +155,10 @@ def _amount(obj: Mapping[str, Any], limits: Limits, error: type[InvalidEvent]) -
     value = _field(obj, "amount", error)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise error(f"amount: expected a number, got {type(value).__name__}", field="amount")
-    amount = float(value)
+    try:
+        amount = float(value)
+    except OverflowError:
+        raise error("amount: must be finite", field="amount") from None
     if not math.isfinite(amount):
         raise error("amount: must be finite", field="amount")
     if amount < 0:

@@ -32,7 +32,10 @@ class Thresholds:
 
 
 def decide(score: float, thresholds: Thresholds) -> Action:
-    """The action for ``score`` (a fraud probability in [0, 1])."""
+    """The action for ``score`` (a fraud probability in [0, 1]); a NaN score, which a
+    sound model never gives, goes to review rather than through."""
+    if math.isnan(score):
+        return "review"
     if score >= thresholds.decline:
         return "decline"
     if score >= thresholds.review:

@@ -109,9 +109,11 @@ def dead_letter(payload: bytes | None, source: Source, reason: str, *, at: float
     }
     kept = raw[:MAX_DLQ_PAYLOAD]
     try:
-        record["payload"] = kept.decode("utf-8")
-        record["payload_encoding"] = "utf-8"
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         record["payload"] = base64.b64encode(kept).decode("ascii")
         record["payload_encoding"] = "base64"
+    else:  # valid text: cut at a character boundary
+        record["payload"] = kept.decode("utf-8", errors="ignore")
+        record["payload_encoding"] = "utf-8"
     return orjson.dumps(record)

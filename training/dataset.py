@@ -93,27 +93,38 @@ def label_events(frame: pd.DataFrame, *, delay_days: float) -> pd.DataFrame:
 
 
 def _timestamps(values: pd.Series, naive_timezone: str, source: str) -> pd.Series:
-    """Parse each value on its own, so mixed offsets and naive stamps are both handled."""
+    """Parse each value on its own, so mixed offsets and naive stamps are both handled.
+
+    A naive time that does not exist or is ambiguous in ``naive_timezone`` (a daylight-
+    saving change) is an error, like an unreadable one.
+    """
+    local = {"ambiguous": "NaT", "nonexistent": "NaT"}
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(values):
-        return values.dt.tz_localize(naive_timezone).dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    text = values.astype(str).str.strip()
-    has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    if has_offset.any():
-        parsed[has_offset] = pd.to_datetime(text[has_offset], errors="coerce", utc=True, format="ISO8601")
-    if (~has_offset).any():
-        naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
-        parsed[~has_offset] = naive.dt.tz_localize(naive_timezone).dt.tz_convert("UTC")
+        parsed = values.dt.tz_convert("UTC")
+        text = values.astype(str)
+    elif pd.api.types.is_datetime64_dtype(values):
+        parsed = values.dt.tz_localize(naive_timezone, **local).dt.tz_convert("UTC")
+        text = values.astype(str)
+    else:
+        text = values.astype(str).str.strip()
+        has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+        parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+        if has_offset.any():
+            parsed[has_offset] = pd.to_datetime(
+                text[has_offset], errors="coerce", utc=True, format="ISO8601"
+            )
+        if (~has_offset).any():
+            naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
+            parsed[~has_offset] = naive.dt.tz_localize(naive_timezone, **local).dt.tz_convert("UTC")
     bad = parsed.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DatasetError(
             f"{source}: row {row + 1}, column TX_DATETIME: cannot read {text.iloc[row]!r} as an "
-            f"ISO 8601 timestamp ({int(bad.sum())} such row(s))"
+            f"ISO 8601 timestamp in {naive_timezone} when it has no offset (missing, "
+            f"malformed, or inside a daylight-saving change; {int(bad.sum())} such row(s))"
         )
-    return parsed
+    return parsed.astype("datetime64[ns, UTC]")
 
 
 def _fail_where(bad: pd.Series, frame: pd.DataFrame, column: str, reason: str, source: str) -> None:

@@ -98,5 +98,6 @@ processor = Processor(
 
 def main() -> None:
     """Console script: ``fraud-worker [faust worker options]``."""
-    sys.argv = [sys.argv[0], "worker", "-l", settings.log_level.lower(), *sys.argv[1:]]
+    level = {"WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())
+    sys.argv = [sys.argv[0], "worker", "-l", level, *sys.argv[1:]]
     app.main()

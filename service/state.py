@@ -8,7 +8,7 @@ in order, so a card's second transaction in a batch sees its first.
 Keys (``P`` = prefix and feature-spec version)::
 
     P:c:{<hmac of card id>}:tx     ZSET  transaction id -> time
-    P:c:{<hmac of card id>}:val    HASH  transaction id -> "time|amount" (the content, for
+    P:c:{<hmac of card id>}:val    HASH  transaction id -> "time,amount" (the content, for
                                          idempotency and the amounts)
     P:t:{<terminal id>}:tx         ZSET  transaction id -> time
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
@@ -34,7 +34,8 @@ from fraudcore.features import terminal_windows
 __all__ = ["Exchange", "RedisStore"]
 
 # KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
-# Returns {-1} on a conflicting duplicate, else {duplicate flag, "time|amount"...} ascending.
+# Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,time,amount..."}
+# ascending by time: one string, so a long history costs one reply element to parse.
 _CARD = """
 local id, content = ARGV[1], ARGV[3]
 local seen = redis.call('HGET', KEYS[2], id)
@@ -52,20 +53,20 @@ if #old > 0 then
   redis.call('HDEL', KEYS[2], unpack(old))
 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
-local out = {duplicate}
+local history = {}
 if #ids > 0 then
   local values = redis.call('HMGET', KEYS[2], unpack(ids))
   for i = 1, #ids do
-    if ids[i] ~= id then out[#out + 1] = values[i] end
+    if ids[i] ~= id then history[#history + 1] = values[i] end
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return out
+return {duplicate, table.concat(history, ',')}
 """
 
 # KEYS: terminal zset, fraud zset, known hash. ARGV: id, time, trim at or before, ttl,
-# labels after, then (low, high) pairs. Returns {added, count..., fraud id, time, ...}.
+# labels after, then (low, high) pairs. Returns {added, count..., "time,known,time,known..."}.
 _TERMINAL = """
 local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
@@ -79,15 +80,17 @@ for i = 6, #ARGV, 2 do
   out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[i], ARGV[i + 1])
 end
 local frauds = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[5], '+inf', 'WITHSCORES')
+local labels = {}
 if #frauds > 0 then
   local ids = {}
   for i = 1, #frauds, 2 do ids[#ids + 1] = frauds[i] end
   local known = redis.call('HMGET', KEYS[3], unpack(ids))
   for i = 1, #ids do
-    out[#out + 1] = frauds[2 * i]
-    out[#out + 1] = known[i]
+    labels[#labels + 1] = frauds[2 * i]
+    labels[#labels + 1] = known[i]
   end
 end
+out[#out + 1] = table.concat(labels, ',')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return out
 """
@@ -101,6 +104,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+
+
+def _floats(joined: bytes) -> list[float]:
+    return [float(x) for x in joined.split(b",")] if joined else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +169,7 @@ class RedisStore:
                 args=[
                     tx.transaction_id,
                     repr(t),
-                    f"{t!r}|{tx.amount!r}",
+                    f"{t!r},{tx.amount!r}",
                     repr(card_trim),
                     repr(card_trim),
                     self._card_ttl,
@@ -198,19 +205,15 @@ class RedisStore:
                 if terminal_reply[0] == 1:
                     undo.append(tx)
                 continue
-            times, amounts = [], []
-            for value in card_reply[1:]:
-                ts, _, amount = value.partition(b"|")
-                times.append(float(ts))
-                amounts.append(float(amount))
-            frauds = terminal_reply[1 + windows :]
+            card_values = _floats(card_reply[1])
+            frauds = _floats(terminal_reply[1 + windows])
             results.append(
                 Exchange(
-                    card=CardHistory(times, amounts),
+                    card=CardHistory(card_values[0::2], card_values[1::2]),
                     terminal=TerminalHistory(
                         counts=terminal_reply[1 : 1 + windows],
-                        fraud_timestamps=[float(x) for x in frauds[0::2]],
-                        fraud_known_at=[float(x) for x in frauds[1::2]],
+                        fraud_timestamps=frauds[0::2],
+                        fraud_known_at=frauds[1::2],
                     ),
                     duplicate=bool(card_reply[0]),
                 )

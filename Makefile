@@ -24,7 +24,7 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 include stack/stack.mk
-up: $(INSTALLED)
+topics: $(INSTALLED)
 
 train: $(INSTALLED)
 	$(PY) -m training train --generate --test-folds 4 --out models --report reports/train.json \

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install train worker produce tail demo test test-unit test-integration lint bench bench-quick chaos clean
+.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint bench bench-quick chaos clean
 
 help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
@@ -15,10 +15,11 @@ help:
 	@echo "make up|down   start or stop the local Kafka (KRaft) and Redis"
 	@echo "make worker    run the scoring worker in the foreground"
 
-$(INSTALLED): pyproject.toml
+# requirements.lock pins every package to the versions the tests last passed with.
+$(INSTALLED): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[service,training,dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[service,training,dev]'
 	touch $@
 
 install: $(INSTALLED)
@@ -47,6 +48,14 @@ test: $(INSTALLED) up
 
 test-unit: $(INSTALLED)
 	$(PY) -m pytest tests/unit tests/contract
+
+# Refresh the pins after changing dependencies (then run make test).
+lock: $(INSTALLED)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^fraud-stream' > requirements.lock
+
+# Known vulnerabilities in the pinned packages (needs the PyPI JSON API or OSV).
+audit: $(INSTALLED)
+	$(VENV)/bin/pip-audit --strict -r requirements.lock --no-deps --disable-pip --progress-spinner off
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

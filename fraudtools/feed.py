@@ -28,24 +28,21 @@ class Record:
 
 
 def transaction_value(row: dict) -> bytes:
-    return orjson.dumps({
-        "transaction_id": row["TRANSACTION_ID"],
-        "card_id": row["CUSTOMER_ID"],
-        "terminal_id": row["TERMINAL_ID"],
-        "amount": row["TX_AMOUNT"],
-        "timestamp": row["TX_DATETIME"].isoformat(),
-    })
+    return orjson.dumps(_transaction(row))
 
 
 def label_value(row: dict) -> bytes:
-    return orjson.dumps({
+    return orjson.dumps({**_transaction(row), "known_at": row["KNOWN_AT"].isoformat()})
+
+
+def _transaction(row: dict) -> dict:
+    return {
         "transaction_id": row["TRANSACTION_ID"],
         "card_id": row["CUSTOMER_ID"],
         "terminal_id": row["TERMINAL_ID"],
         "amount": row["TX_AMOUNT"],
         "timestamp": row["TX_DATETIME"].isoformat(),
-        "known_at": row["KNOWN_AT"].isoformat(),
-    })
+    }
 
 
 def feed(frame: pd.DataFrame, *, delay_days: float, labels: bool = True) -> list[Record]:

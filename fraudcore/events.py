@@ -141,7 +141,10 @@ def _identifier(
     value = _field(obj, name, error)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise error(f"{name}: expected a string or integer, got {type(value).__name__}", field=name)
-    if isinstance(value, int) and not -(10**limits.max_id_length) < value < 10**limits.max_id_length:
+    if (
+        isinstance(value, int)
+        and not -(10**limits.max_id_length) < value < 10**limits.max_id_length
+    ):
         raise error(f"{name}: length must be 1 to {limits.max_id_length}", field=name)
     text = str(value)
     if not text.strip() or len(text) > limits.max_id_length:

@@ -77,9 +77,11 @@ class Live:
         lat = np.percentile(self.latencies_ms[-2000:], [50, 99]) if self.latencies_ms else (0, 0)
         precision = self.true_alerts / self.alerts if self.alerts else 0.0
         recall = self.true_alerts / self.frauds_decided if self.frauds_decided else 0.0
-        return (f"{elapsed:5.0f}s  sent {len(self.sent_at):6,d}  decided {self.decided:6,d} "
-                f"({rate:5.0f}/s)  latency p50 {lat[0]:6.1f} ms  p99 {lat[1]:6.1f} ms  "
-                f"alerts {self.alerts:5,d}  precision {precision:.2f}  recall {recall:.2f}")
+        return (
+            f"{elapsed:5.0f}s  sent {len(self.sent_at):6,d}  decided {self.decided:6,d} "
+            f"({rate:5.0f}/s)  latency p50 {lat[0]:6.1f} ms  p99 {lat[1]:6.1f} ms  "
+            f"alerts {self.alerts:5,d}  precision {precision:.2f}  recall {recall:.2f}"
+        )
 
 
 def _free_port() -> int:
@@ -93,7 +95,9 @@ async def _topics(bootstrap: str, names: list[str], *, create: bool) -> None:
     await admin.start()
     try:
         if create:
-            await admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names])
+            await admin.create_topics(
+                [NewTopic(n, num_partitions=4, replication_factor=1) for n in names]
+            )
         else:
             await admin.delete_topics(names)
     finally:
@@ -102,8 +106,9 @@ async def _topics(bootstrap: str, names: list[str], *, create: bool) -> None:
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env,
-                               stdout=out, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{env['FRAUD_WEB_PORT']}/health"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -120,8 +125,13 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 async def _watch(topic: str, bootstrap: str, live: Live, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         while not stop.is_set():
@@ -145,9 +155,13 @@ async def _show(live: Live, started: float, stop: asyncio.Event) -> None:
 
 
 async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
-    config = generator.GeneratorConfig(customers=args.customers, terminals=2 * args.customers,
-                                       days=args.warmup_days + 10, start=date(2018, 4, 1),
-                                       seed=args.seed)
+    config = generator.GeneratorConfig(
+        customers=args.customers,
+        terminals=2 * args.customers,
+        days=args.warmup_days + 10,
+        start=date(2018, 4, 1),
+        seed=args.seed,
+    )
     frame = normalise(generator.generate(config), source="demo")
     cut = frame["TX_DATETIME"].min().normalize() + np.timedelta64(args.warmup_days, "D")
     records = feed(frame, delay_days=7)
@@ -159,15 +173,21 @@ async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(topics["decisions"], args.bootstrap, live, stop))
     expected = sum(r.kind == "transaction" for r in warmup)
-    print(f"warm-up: {expected:,} transactions of {args.warmup_days} days of history, as fast "
-          "as the worker takes them ...", flush=True)
+    print(
+        f"warm-up: {expected:,} transactions of {args.warmup_days} days of history, as fast "
+        "as the worker takes them ...",
+        flush=True,
+    )
     started = time.monotonic()
     await send_records(warmup, bootstrap=args.bootstrap, topics=names, rate=3_000)
     while live.warmup_decided < expected:
         await asyncio.sleep(0.5)
     took = time.monotonic() - started
-    print(f"warm-up decided in {took:.1f} s ({expected / took:,.0f}/s); now streaming at "
-          f"{args.rate:g} transactions/s for {args.duration:g} s\n", flush=True)
+    print(
+        f"warm-up decided in {took:.1f} s ({expected / took:,.0f}/s); now streaming at "
+        f"{args.rate:g} transactions/s for {args.duration:g} s\n",
+        flush=True,
+    )
     started = time.monotonic()
     view = asyncio.create_task(_show(live, started, stop))
     limit = int(args.rate * args.duration)
@@ -176,8 +196,9 @@ async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
         paced.append(record)
         if sum(r.kind == "transaction" for r in paced) >= limit:
             break
-    await send_records(paced, bootstrap=args.bootstrap, topics=names, rate=args.rate,
-                       on_sent=live.on_sent)
+    await send_records(
+        paced, bootstrap=args.bootstrap, topics=names, rate=args.rate, on_sent=live.on_sent
+    )
     deadline = time.monotonic() + 20
     while live.decided < len(live.sent_at) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -187,30 +208,44 @@ async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fraudtools.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fraudtools.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="transactions a second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live stream")
     parser.add_argument("--customers", type=int, default=1_000)
     parser.add_argument("--warmup-days", type=int, default=35)
     parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--bootstrap", default=os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    )
     args = parser.parse_args(argv)
 
     if not (ROOT / "models" / "current").exists():
         print("no model yet: training one on generated data (make train) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "training", "train", "--generate"], cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "training", "train", "--generate"], cwd=ROOT, check=True
+        )
 
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     topics = {n: f"{run_id}-{n}" for n in NAMES}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update({
-        "FRAUD_APP_ID": run_id, "FRAUD_KAFKA_BOOTSTRAP": args.bootstrap,
-        "FRAUD_REDIS_KEY_PREFIX": run_id, "FRAUD_WEB_PORT": str(_free_port()),
-        "FRAUD_TOPIC_TRANSACTIONS": topics["transactions"], "FRAUD_TOPIC_LABELS": topics["labels"],
-        "FRAUD_TOPIC_DECISIONS": topics["decisions"], "FRAUD_TOPIC_ALERTS": topics["alerts"],
-        "FRAUD_TOPIC_DLQ": topics["dlq"], "FRAUD_DATA_DIR": f".stack/{run_id}",
-    })
+    env.update(
+        {
+            "FRAUD_APP_ID": run_id,
+            "FRAUD_KAFKA_BOOTSTRAP": args.bootstrap,
+            "FRAUD_REDIS_KEY_PREFIX": run_id,
+            "FRAUD_WEB_PORT": str(_free_port()),
+            "FRAUD_TOPIC_TRANSACTIONS": topics["transactions"],
+            "FRAUD_TOPIC_LABELS": topics["labels"],
+            "FRAUD_TOPIC_DECISIONS": topics["decisions"],
+            "FRAUD_TOPIC_ALERTS": topics["alerts"],
+            "FRAUD_TOPIC_DLQ": topics["dlq"],
+            "FRAUD_DATA_DIR": f".stack/{run_id}",
+        }
+    )
     log = ROOT / ".stack" / f"{run_id}-worker.log"
     asyncio.run(_topics(args.bootstrap, list(topics.values()), create=True))
     print(f"starting the worker ({run_id}, log {log.relative_to(ROOT)}) ...", flush=True)
@@ -229,13 +264,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     lat = np.percentile(live.latencies_ms, [50, 95, 99, 100]) if live.latencies_ms else [0] * 4
     precision = live.true_alerts / live.alerts if live.alerts else 0.0
     recall = live.true_alerts / live.frauds_decided if live.frauds_decided else 0.0
-    print(f"\nsummary: model {live.model}; {len(live.sent_at):,} transactions sent, "
-          f"{live.decided:,} decided ({len(live.sent_at) - live.decided} missing, "
-          f"{live.duplicates} duplicates)")
-    print(f"latency send -> decision: p50 {lat[0]:.1f} ms, p95 {lat[1]:.1f} ms, "
-          f"p99 {lat[2]:.1f} ms, max {lat[3]:.1f} ms")
-    print(f"alerts {live.alerts:,} (review or decline): precision {precision:.2f}, recall "
-          f"{recall:.2f} against {live.frauds_decided:,} generated frauds")
+    print(
+        f"\nsummary: model {live.model}; {len(live.sent_at):,} transactions sent, "
+        f"{live.decided:,} decided ({len(live.sent_at) - live.decided} missing, "
+        f"{live.duplicates} duplicates)"
+    )
+    print(
+        f"latency send -> decision: p50 {lat[0]:.1f} ms, p95 {lat[1]:.1f} ms, "
+        f"p99 {lat[2]:.1f} ms, max {lat[3]:.1f} ms"
+    )
+    print(
+        f"alerts {live.alerts:,} (review or decline): precision {precision:.2f}, recall "
+        f"{recall:.2f} against {live.frauds_decided:,} generated frauds"
+    )
     return 0 if live.decided == len(live.sent_at) else 1
 
 

@@ -49,16 +49,28 @@ def feed(frame: pd.DataFrame, *, delay_days: float, labels: bool = True) -> list
     """Records for ``frame`` (canonical columns): each transaction, and each fraud's
     label at its known time, merged by event time (a label first on a tie)."""
     records = [
-        Record("transaction", r["CUSTOMER_ID"].encode(), transaction_value(r),
-               r["TX_DATETIME"].to_pydatetime(), r["TRANSACTION_ID"], bool(r["TX_FRAUD"]))
+        Record(
+            "transaction",
+            r["CUSTOMER_ID"].encode(),
+            transaction_value(r),
+            r["TX_DATETIME"].to_pydatetime(),
+            r["TRANSACTION_ID"],
+            bool(r["TX_FRAUD"]),
+        )
         for r in frame.to_dict("records")
     ]
     if labels:
         known = label_events(frame, delay_days=delay_days)
         known = known[known["KNOWN_AT"] <= frame["TX_DATETIME"].max()]
         records += [
-            Record("label", r["CUSTOMER_ID"].encode(), label_value(r),
-                   r["KNOWN_AT"].to_pydatetime(), r["TRANSACTION_ID"], True)
+            Record(
+                "label",
+                r["CUSTOMER_ID"].encode(),
+                label_value(r),
+                r["KNOWN_AT"].to_pydatetime(),
+                r["TRANSACTION_ID"],
+                True,
+            )
             for r in known.to_dict("records")
         ]
     records.sort(key=lambda r: (r.event_time, r.kind != "label"))

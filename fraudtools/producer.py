@@ -44,8 +44,9 @@ async def send_records(
 ) -> float:
     """Send ``records`` in order; ``rate`` > 0 paces transactions a second. Returns the
     seconds it took, once the broker acknowledged every record."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await producer.start()
     started = time.perf_counter()
     pending: list[asyncio.Future] = []
@@ -75,8 +76,11 @@ def load(args: argparse.Namespace):  # -> pd.DataFrame
         frame = read_transactions(args.csv)
     else:
         config = generator.GeneratorConfig(
-            customers=args.customers, terminals=args.customers * 2, days=args.days,
-            start=args.start, seed=args.seed,
+            customers=args.customers,
+            terminals=args.customers * 2,
+            days=args.days,
+            start=args.start,
+            seed=args.seed,
         )
         frame = normalise(generator.generate(config), source="generator")
     if args.shift_to_now:
@@ -86,8 +90,11 @@ def load(args: argparse.Namespace):  # -> pd.DataFrame
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fraud-produce", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fraud-produce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--csv", type=Path, help="replay this file (benchmark columns)")
     parser.add_argument("--customers", type=int, default=500, help="generated customers")
@@ -109,12 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         frame = frame.iloc[: args.limit]
     records = feed(frame, delay_days=args.delay_days, labels=not args.no_labels)
-    print(f"sending {len(frame):,} transactions and {len(records) - len(frame):,} labels "
-          f"at {'max' if not args.rate else f'{args.rate:g}/s'} to {args.bootstrap}")
-    seconds = asyncio.run(send_records(
-        records, bootstrap=args.bootstrap, topics=TopicNames(args.topic, args.labels_topic),
-        rate=args.rate,
-    ))
+    print(
+        f"sending {len(frame):,} transactions and {len(records) - len(frame):,} labels "
+        f"at {'max' if not args.rate else f'{args.rate:g}/s'} to {args.bootstrap}"
+    )
+    seconds = asyncio.run(
+        send_records(
+            records,
+            bootstrap=args.bootstrap,
+            topics=TopicNames(args.topic, args.labels_topic),
+            rate=args.rate,
+        )
+    )
     print(f"done in {seconds:.1f} s ({len(records) / seconds:,.0f} records/s)")
     return 0
 

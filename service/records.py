@@ -16,7 +16,15 @@ from typing import Any
 
 import orjson
 
-from fraudcore import FEATURE_NAMES, Action, InvalidEvent, LabelEvent, Transaction, parse_label, parse_transaction
+from fraudcore import (
+    FEATURE_NAMES,
+    Action,
+    InvalidEvent,
+    LabelEvent,
+    Transaction,
+    parse_label,
+    parse_transaction,
+)
 
 __all__ = [
     "MAX_DLQ_PAYLOAD",

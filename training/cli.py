@@ -33,15 +33,19 @@ def _columns(text: str) -> dict[str, str]:
         canonical, sep, theirs = part.partition("=")
         if not sep or canonical not in COLUMNS or not theirs:
             raise argparse.ArgumentTypeError(
-                f"bad mapping {part!r}: use CANONICAL=yours with CANONICAL one of {', '.join(COLUMNS)}"
+                f"bad mapping {part!r}: use CANONICAL=yours with CANONICAL one of "
+                f"{', '.join(COLUMNS)}"
             )
         mapping[canonical] = theirs
     return mapping
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -56,23 +60,36 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="replay features, select, export a model")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="CSV or Parquet with the benchmark's columns")
-    source.add_argument("--generate", action="store_true",
-                        help="train on freshly generated reference-size data")
+    source.add_argument(
+        "--generate", action="store_true", help="train on freshly generated reference-size data"
+    )
     train.add_argument("--seed", type=int, default=0, help="seed for --generate")
-    train.add_argument("--columns", type=_columns, default=None,
-                       help="map canonical to your column names: TX_AMOUNT=amount,...")
+    train.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        help="map canonical to your column names: TX_AMOUNT=amount,...",
+    )
     train.add_argument("--timezone", default="UTC", help="zone of timestamps without offset")
     train.add_argument("--train-start", type=date.fromisoformat, default=date(2018, 7, 25))
     train.add_argument("--train-days", type=int, default=7)
     train.add_argument("--delay-days", type=int, default=7)
     train.add_argument("--test-days", type=int, default=7)
     train.add_argument("--validation-folds", type=int, default=4)
-    train.add_argument("--test-folds", type=int, default=1,
-                       help="also score the winner on this many consecutive test weeks")
+    train.add_argument(
+        "--test-folds",
+        type=int,
+        default=1,
+        help="also score the winner on this many consecutive test weeks",
+    )
     train.add_argument("--out", type=Path, default=Path("models"))
     train.add_argument("--report", type=Path, default=None, help="where to copy the JSON report")
-    train.add_argument("--predictions", type=Path, default=None,
-                       help="CSV of the cleaned test set: transaction, card, day, label, score")
+    train.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="CSV of the cleaned test set: transaction, card, day, label, score",
+    )
     return parser
 
 
@@ -93,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     config = generator.GeneratorConfig(
-        customers=args.customers, terminals=args.terminals, days=args.days, start=args.start,
+        customers=args.customers,
+        terminals=args.terminals,
+        days=args.days,
+        start=args.start,
         seed=args.seed,
     )
     started = time.perf_counter()
@@ -104,8 +124,10 @@ def _generate(args: argparse.Namespace) -> int:
         frame.to_csv(args.out, index=False)
     else:
         frame.to_parquet(args.out, index=False)
-    print(f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds "
-          f"({frame['TX_FRAUD'].mean():.3%}) generated in {elapsed:.1f} s -> {args.out}")
+    print(
+        f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds "
+        f"({frame['TX_FRAUD'].mean():.3%}) generated in {elapsed:.1f} s -> {args.out}"
+    )
     return 0
 
 
@@ -113,18 +135,25 @@ def _train(args: argparse.Namespace) -> int:
     from training import pipeline  # scikit-learn and onnx load only when training
 
     if args.generate:
-        frame = normalise(generator.generate(generator.GeneratorConfig(seed=args.seed)),
-                          source="generator")
+        frame = normalise(
+            generator.generate(generator.GeneratorConfig(seed=args.seed)), source="generator"
+        )
         source = f"generator(seed={args.seed}, reference size)"
     else:
         if not args.data.exists():
-            raise DatasetError(f"{args.data}: no such file; generate one with `python -m training generate`")
+            raise DatasetError(
+                f"{args.data}: no such file; generate one with `python -m training generate`"
+            )
         frame = read_transactions(args.data, columns=args.columns, naive_timezone=args.timezone)
         source = str(args.data)
     split = protocol.Split(args.train_start, args.train_days, args.delay_days, args.test_days)
     result = pipeline.run(
-        frame, split=split, models_dir=args.out, source=source,
-        validation_folds=args.validation_folds, test_folds=args.test_folds,
+        frame,
+        split=split,
+        models_dir=args.out,
+        source=source,
+        validation_folds=args.validation_folds,
+        test_folds=args.test_folds,
     )
     report = result.report
     if args.report:
@@ -142,15 +171,23 @@ def _summary(report: dict, model_dir: Path) -> None:
     print(f"\nmodel {report['version']} ({report['model']['type']}) -> {model_dir}")
     print(f"{'':12}{'AUC ROC':>9}{'AP':>9}{'CP@100':>9}")
     for name, m in (("validation", val), ("test", test)):
-        print(f"{name:12}{m['auc_roc']:9.3f}{m['average_precision']:9.3f}"
-              f"{m['card_precision_at_100']:9.3f}")
+        print(
+            f"{name:12}{m['auc_roc']:9.3f}{m['average_precision']:9.3f}"
+            f"{m['card_precision_at_100']:9.3f}"
+        )
     if "prequential_test" in report:
         p = report["prequential_test"]
-        print(f"{'4-fold test':12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
-              f"{p['mean_card_precision_at_100']:9.3f}")
+        print(
+            f"{'4-fold test':12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
+            f"{p['mean_card_precision_at_100']:9.3f}"
+        )
     t = report["thresholds"]
-    print(f"review >= {t['review']:.4f} (precision {test['precision_at_review']:.2f}, recall "
-          f"{test['recall_at_review']:.2f}); decline >= {t['decline']:.4f} (precision "
-          f"{test['precision_at_decline']:.2f}, recall {test['recall_at_decline']:.2f})")
-    print(f"replay: {report['replay']['events_per_second']:,} events/s; "
-          f"report: {model_dir / 'report.md'}")
+    print(
+        f"review >= {t['review']:.4f} (precision {test['precision_at_review']:.2f}, recall "
+        f"{test['recall_at_review']:.2f}); decline >= {t['decline']:.4f} (precision "
+        f"{test['precision_at_decline']:.2f}, recall {test['recall_at_decline']:.2f})"
+    )
+    print(
+        f"replay: {report['replay']['events_per_second']:,} events/s; "
+        f"report: {model_dir / 'report.md'}"
+    )

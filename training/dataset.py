@@ -61,7 +61,9 @@ def read_transactions(
     return normalise(frame, naive_timezone=naive_timezone, source=str(path))
 
 
-def normalise(frame: pd.DataFrame, *, naive_timezone: str = "UTC", source: str = "data") -> pd.DataFrame:
+def normalise(
+    frame: pd.DataFrame, *, naive_timezone: str = "UTC", source: str = "data"
+) -> pd.DataFrame:
     """Check and convert a frame with the canonical columns; sort it by time."""
     out = pd.DataFrame(index=frame.index)
     for name in _ID_COLUMNS:
@@ -71,7 +73,9 @@ def normalise(frame: pd.DataFrame, *, naive_timezone: str = "UTC", source: str =
     out["TX_DATETIME"] = _timestamps(frame["TX_DATETIME"], naive_timezone, source)
     amount = pd.to_numeric(frame["TX_AMOUNT"], errors="coerce").astype(float)
     _fail_where(amount.isna(), frame, "TX_AMOUNT", "not a number", source)
-    _fail_where(~np.isfinite(amount) | (amount < 0), frame, "TX_AMOUNT", "must be finite and >= 0", source)
+    _fail_where(
+        ~np.isfinite(amount) | (amount < 0), frame, "TX_AMOUNT", "must be finite and >= 0", source
+    )
     out["TX_AMOUNT"] = amount
     fraud = pd.to_numeric(frame["TX_FRAUD"], errors="coerce")
     _fail_where(~fraud.isin([0, 1]), frame, "TX_FRAUD", "must be 0 or 1", source)

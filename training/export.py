@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from sklearn.base import ClassifierMixin
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
+from sklearn.base import ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE
@@ -100,7 +100,11 @@ def version_of(model_bytes: bytes) -> str:
 
 
 def write_artifacts(
-    models_dir: Path, model_bytes: bytes, metadata: Mapping[str, Any], *, files: Mapping[str, bytes] = {}
+    models_dir: Path,
+    model_bytes: bytes,
+    metadata: Mapping[str, Any],
+    *,
+    files: Mapping[str, bytes] = {},
 ) -> Path:
     """Write ``models/<version>/`` and then point ``models/current`` at it.
 
@@ -114,7 +118,9 @@ def write_artifacts(
     full = {**metadata, "version": version}
     full["model"] = {**metadata.get("model", {}), "sha256": digest}
     _write_atomic(target / MODEL_FILE, model_bytes)
-    _write_atomic(target / METADATA_FILE, json.dumps(full, indent=2, sort_keys=True).encode() + b"\n")
+    _write_atomic(
+        target / METADATA_FILE, json.dumps(full, indent=2, sort_keys=True).encode() + b"\n"
+    )
     for name, content in files.items():
         _write_atomic(target / name, content)
     _write_atomic(models_dir / POINTER_FILE, f"{version}\n".encode())

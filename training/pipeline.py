@@ -54,7 +54,10 @@ def run(
         review_cards_per_day = 100.0 * (len(frame) / days) / 9_600
     options = {} if candidates is None else {"candidates": candidates}
     selection = select(
-        featured, split, folds=validation_folds, review_cards_per_day=review_cards_per_day,
+        featured,
+        split,
+        folds=validation_folds,
+        review_cards_per_day=review_cards_per_day,
         **options,
     )
     log.info("selected %s; thresholds %s", selection.winner.name, selection.thresholds)
@@ -70,12 +73,15 @@ def run(
     prequential = []
     for i in range(1, test_folds):
         later = protocol.Split(
-            split.train_start + dt.timedelta(days=i * split.test_days), split.train_days,
-            split.delay_days, split.test_days,
+            split.train_start + dt.timedelta(days=i * split.test_days),
+            split.train_days,
+            split.delay_days,
+            split.test_days,
         )
         outcome = fit_and_score(featured, later, selection.winner)
         fold = metrics.evaluate(
-            outcome.predictions, review_threshold=thresholds.review,
+            outcome.predictions,
+            review_threshold=thresholds.review,
             decline_threshold=thresholds.decline,
         ).to_dict()
         prequential.append({"train_start": later.train_start.isoformat(), **fold})
@@ -84,7 +90,11 @@ def run(
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     metadata: dict[str, Any] = {
         "created_at": created,
-        "features": {"names": list(FEATURE_NAMES), "fingerprint": fingerprint(), "spec_version": SPEC.version},
+        "features": {
+            "names": list(FEATURE_NAMES),
+            "fingerprint": fingerprint(),
+            "spec_version": SPEC.version,
+        },
         "model": {
             "type": selection.winner.name,
             "params": selection.winner.params,
@@ -123,19 +133,27 @@ def run(
         },
     }
     if prequential:
-        folds = [{"train_start": split.train_start.isoformat(), **test_metrics.to_dict()}, *prequential]
+        folds = [
+            {"train_start": split.train_start.isoformat(), **test_metrics.to_dict()},
+            *prequential,
+        ]
         report_dict["prequential_test"] = {"folds": folds, **_means(folds)}
 
     version = export.version_of(model_bytes)
     report_dict["version"] = version
     report_dict["model"] = {**report_dict["model"], "version": version}
     with tempfile.TemporaryDirectory() as tmp:
-        plots = report.write_plots(
-            final.predictions, Path(tmp), review_threshold=thresholds.review,
-            decline_threshold=thresholds.decline, per_day_cp=test_metrics.card_precision_per_day,
+        report.write_plots(
+            final.predictions,
+            Path(tmp),
+            review_threshold=thresholds.review,
+            decline_threshold=thresholds.decline,
+            per_day_cp=test_metrics.card_precision_per_day,
         )
         report.write_markdown(report_dict, Path(tmp) / "report.md")
-        (Path(tmp) / "report.json").write_text(json.dumps(report_dict, indent=2, sort_keys=True) + "\n")
+        (Path(tmp) / "report.json").write_text(
+            json.dumps(report_dict, indent=2, sort_keys=True) + "\n"
+        )
         files = {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
     model_dir = export.write_artifacts(models_dir, model_bytes, metadata, files=files)
     return TrainingRun(report_dict, model_dir, final.predictions)

@@ -34,9 +34,7 @@ class ReplayStats:
         return (self.transactions + self.labels) / self.seconds if self.seconds else 0.0
 
 
-def replay(
-    frame: pd.DataFrame, *, spec: FeatureSpec = SPEC
-) -> tuple[pd.DataFrame, ReplayStats]:
+def replay(frame: pd.DataFrame, *, spec: FeatureSpec = SPEC) -> tuple[pd.DataFrame, ReplayStats]:
     """Features for every transaction of ``frame`` (canonical columns, time-sorted).
 
     Label events are derived from ``TX_FRAUD`` with the spec's label delay. Returns the
@@ -81,7 +79,10 @@ def replay(
     stats = ReplayStats(len(frame), applied, time.perf_counter() - started)
     log.info(
         "replayed %d transactions and %d labels in %.1f s (%.0f events/s)",
-        stats.transactions, stats.labels, stats.seconds, stats.events_per_second,
+        stats.transactions,
+        stats.labels,
+        stats.seconds,
+        stats.events_per_second,
     )
     features = pd.DataFrame(out.astype(np.float32), columns=list(FEATURE_NAMES), index=frame.index)
     return pd.concat([frame, features], axis=1), stats

@@ -22,7 +22,9 @@ def schema(name: str) -> Draft202012Validator:
     return Draft202012Validator(document)
 
 
-@pytest.mark.parametrize(("name", "parse"), [("transaction", parse_transaction), ("label", parse_label)])
+@pytest.mark.parametrize(
+    ("name", "parse"), [("transaction", parse_transaction), ("label", parse_label)]
+)
 def test_the_schema_examples_are_valid_and_accepted(name, parse):
     validator = schema(name)
     for example in validator.schema["examples"]:

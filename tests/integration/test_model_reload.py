@@ -26,7 +26,9 @@ def _another_model(models_dir) -> str:
     model = LogisticRegression().fit(x, y)
     onnx = export.convert(model, len(FEATURE_NAMES))
     export.check_parity(onnx, model, x)
-    current = json.loads((models_dir / (models_dir / "current").read_text().strip() / "metadata.json").read_text())
+    current = json.loads(
+        (models_dir / (models_dir / "current").read_text().strip() / "metadata.json").read_text()
+    )
     metadata = {**current, "features": {**current["features"], "fingerprint": fingerprint()}}
     return export.write_artifacts(models_dir, onnx, metadata).name
 
@@ -35,11 +37,21 @@ def test_a_new_current_model_is_served_without_a_restart(run, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(ROOT / "models", models)
     old = (models / "current").read_text().strip()
-    worker = Worker(run.env(FRAUD_MODEL_DIR=str(models), FRAUD_MODEL_POLL_SECONDS="0.5"),
-                    tmp_path / "worker.log").start().wait_ready()
+    worker = (
+        Worker(
+            run.env(FRAUD_MODEL_DIR=str(models), FRAUD_MODEL_POLL_SECONDS="0.5"),
+            tmp_path / "worker.log",
+        )
+        .start()
+        .wait_ready()
+    )
     try:
-        frame = normalise(generator.generate(generator.GeneratorConfig(
-            customers=50, terminals=100, days=20, seed=11)), source="test")
+        frame = normalise(
+            generator.generate(
+                generator.GeneratorConfig(customers=50, terminals=100, days=20, seed=11)
+            ),
+            source="test",
+        )
         records = feed(frame, delay_days=7, labels=False)
         half = len(records) // 2
         topics = TopicNames(run.topic("transactions"), run.topic("labels"))

@@ -22,19 +22,33 @@ from .conftest import REDIS_URL
 
 @pytest.fixture(scope="module")
 def frame():
-    config = generator.GeneratorConfig(customers=150, terminals=300, days=50, start=date(2018, 4, 1), seed=7)
+    config = generator.GeneratorConfig(
+        customers=150, terminals=300, days=50, start=date(2018, 4, 1), seed=7
+    )
     return normalise(generator.generate(config), source="test")
 
 
 def _events(frame):
     labels = label_events(frame, delay_days=7)
     txs = [
-        Transaction(r.TRANSACTION_ID, r.CUSTOMER_ID, r.TERMINAL_ID, r.TX_AMOUNT, r.TX_DATETIME.to_pydatetime())
+        Transaction(
+            r.TRANSACTION_ID,
+            r.CUSTOMER_ID,
+            r.TERMINAL_ID,
+            r.TX_AMOUNT,
+            r.TX_DATETIME.to_pydatetime(),
+        )
         for r in frame.itertuples()
     ]
     lbls = [
-        LabelEvent(r.TRANSACTION_ID, r.CUSTOMER_ID, r.TERMINAL_ID, r.TX_AMOUNT,
-                   r.TX_DATETIME.to_pydatetime(), r.KNOWN_AT.to_pydatetime())
+        LabelEvent(
+            r.TRANSACTION_ID,
+            r.CUSTOMER_ID,
+            r.TERMINAL_ID,
+            r.TX_AMOUNT,
+            r.TX_DATETIME.to_pydatetime(),
+            r.KNOWN_AT.to_pydatetime(),
+        )
         for r in labels.itertuples()
     ]
     return txs, lbls

@@ -10,7 +10,6 @@ import sys
 from datetime import date
 
 import numpy as np
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -27,7 +26,9 @@ from .conftest import BOOTSTRAP, ROOT, Run, Worker, consume, drain
 
 @pytest.fixture(scope="module")
 def frame():
-    config = generator.GeneratorConfig(customers=100, terminals=200, days=45, start=date(2018, 4, 1), seed=3)
+    config = generator.GeneratorConfig(
+        customers=100, terminals=200, days=45, start=date(2018, 4, 1), seed=3
+    )
     return normalise(generator.generate(config), source="test")
 
 
@@ -77,11 +78,13 @@ def test_every_transaction_decided_once_with_features_and_scores_equal_to_offlin
         differ = [n for n, a, b in zip(FEATURE_NAMES, online, offline_row, strict=True) if a != b]
         assert not differ, (d["transaction_id"], differ)
     model = load_current(ROOT / "models")
-    expected = dict(zip(
-        offline["TRANSACTION_ID"],
-        model.score(offline[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)),
-        strict=True,
-    ))
+    expected = dict(
+        zip(
+            offline["TRANSACTION_ID"],
+            model.score(offline[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)),
+            strict=True,
+        )
+    )
     worst = max(abs(d["score"] - expected[d["transaction_id"]]) for d in decisions)
     assert worst <= 1e-5 + 5e-7  # decisions carry scores rounded to 6 decimals
     assert {d["model_version"] for d in decisions} == {model.version}
@@ -111,7 +114,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_while_valid_traffic_flows(run, 
         await producer.start()
         try:
             for i, record in enumerate(good):
-                await producer.send_and_wait(run.topic("transactions"), record.value, key=record.key)
+                await producer.send_and_wait(
+                    run.topic("transactions"), record.value, key=record.key
+                )
                 if i < len(bad):
                     await producer.send_and_wait(run.topic("transactions"), bad[i], key=b"bad")
         finally:
@@ -124,10 +129,16 @@ def test_bad_input_goes_to_the_dead_letter_topic_while_valid_traffic_flows(run, 
     assert len(dead) == len(bad)
     reasons = sorted(d["reason"] for d in dead)
     # NaN and 1e400 are not JSON at all: the decoder refuses them before validation.
-    for expected in ("not valid JSON (unexpected character", "number is infinity",
-                     "timestamp: missing", "amount: expected a number",
-                     "amount: must not be negative", "needs a UTC offset",
-                     "expected a JSON object", "not valid UTF-8"):
+    for expected in (
+        "not valid JSON (unexpected character",
+        "number is infinity",
+        "timestamp: missing",
+        "amount: expected a number",
+        "amount: must not be negative",
+        "needs a UTC offset",
+        "expected a JSON object",
+        "not valid UTF-8",
+    ):
         assert any(expected in r for r in reasons), (expected, reasons)
     for d in dead:
         assert d["topic"] == run.topic("transactions")
@@ -136,7 +147,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_while_valid_traffic_flows(run, 
     assert worker.process.poll() is None  # still running
 
 
-def test_a_redelivered_transaction_changes_state_once_and_gets_the_same_decision(run, worker, frame):
+def test_a_redelivered_transaction_changes_state_once_and_gets_the_same_decision(
+    run, worker, frame
+):
     records = feed(frame.iloc[:30], delay_days=7, labels=False)
     _send(run, records)
     first = asyncio.run(consume(run.topic("decisions"), until=len(records)))
@@ -168,8 +181,14 @@ def test_a_model_with_another_fingerprint_is_refused(run, tmp_path):
     meta["features"]["fingerprint"] = "0000000000000000"
     meta_path.write_text(json.dumps(meta))
     env = run.env(FRAUD_MODEL_DIR=str(models))
-    done = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "refuses to start" in done.stderr and "fingerprint 0000000000000000" in done.stderr
 
@@ -180,8 +199,13 @@ def test_a_model_file_that_does_not_match_its_hash_is_refused(run, tmp_path):
     version = (models / "current").read_text().strip()
     with (models / version / "model.onnx").open("ab") as f:
         f.write(b"\0")
-    done = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT,
-                          env=run.env(FRAUD_MODEL_DIR=str(models)),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=run.env(FRAUD_MODEL_DIR=str(models)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "sha256" in done.stderr and "changed or corrupted" in done.stderr

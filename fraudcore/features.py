@@ -93,7 +93,8 @@ SPEC = FeatureSpec()
 
 @dataclass(frozen=True, slots=True)
 class CardHistory:
-    """A card's previous transactions (never the current one), ascending by time."""
+    """A card's previous transactions (never the current one), ascending by time; ties in
+    time may come in any order (sums are exact, so the order does not matter)."""
 
     timestamps: Sequence[float] = ()
     amounts: Sequence[float] = ()
@@ -168,7 +169,8 @@ def compute(
     for w in spec.card_windows_days:
         first = bisect_right(times, t - w * DAY, 0, now)
         count = now - first
-        features += [float(count + 1), (sum(card.amounts[first:now]) + amount) / (count + 1)]
+        total = math.fsum(card.amounts[first:now]) + amount
+        features += [float(count + 1), total / (count + 1)]
     start = bisect_right(times, t - max(spec.card_windows_days) * DAY, 0, now)
     previous = card.amounts[start:now]
     short_count = now - bisect_right(times, t - spec.short_window_seconds, start, now)
@@ -195,8 +197,8 @@ def compute(
     n = len(previous)
     ratio = amount / max(_median(previous), 0.01) if n else 1.0
     if n >= 2:
-        mean = sum(previous) / n
-        std = math.sqrt(sum((x - mean) ** 2 for x in previous) / n)
+        mean = math.fsum(previous) / n
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in previous) / n)
         zscore = (amount - mean) / max(std, 1.0)
     else:
         zscore = 0.0

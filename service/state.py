@@ -35,31 +35,25 @@ __all__ = ["Exchange", "RedisStore"]
 
 # KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
 # Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,time,amount..."}
-# ascending by time: one string, so a long history costs one reply element to parse.
+# in no particular order (HVALS: the cheapest read), as one string, so a long history costs
+# one reply element to parse; the worker sorts it.
 _CARD = """
 local id, content = ARGV[1], ARGV[3]
-local seen = redis.call('HGET', KEYS[2], id)
-local duplicate = 0
-if seen then
-  if seen ~= content then return {-1} end
-  duplicate = 1
-else
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  redis.call('HSET', KEYS[2], id, content)
-end
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])
 if #old > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])
   redis.call('HDEL', KEYS[2], unpack(old))
 end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
-local history = {}
-if #ids > 0 then
-  local values = redis.call('HMGET', KEYS[2], unpack(ids))
-  for i = 1, #ids do
-    if ids[i] ~= id then history[#history + 1] = values[i] end
-  end
+local seen = redis.call('HGET', KEYS[2], id)
+local duplicate = 0
+if seen then
+  if seen ~= content then return {-1} end
+  duplicate = 1
+  redis.call('HDEL', KEYS[2], id)
 end
+local history = redis.call('HVALS', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[2], id)
+redis.call('HSET', KEYS[2], id, content)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return {duplicate, table.concat(history, ',')}
@@ -206,10 +200,11 @@ class RedisStore:
                     undo.append(tx)
                 continue
             card_values = _floats(card_reply[1])
+            card = sorted(zip(card_values[0::2], card_values[1::2], strict=True))
             frauds = _floats(terminal_reply[1 + windows])
             results.append(
                 Exchange(
-                    card=CardHistory(card_values[0::2], card_values[1::2]),
+                    card=CardHistory([ts for ts, _ in card], [amount for _, amount in card]),
                     terminal=TerminalHistory(
                         counts=terminal_reply[1 : 1 + windows],
                         fraud_timestamps=frauds[0::2],

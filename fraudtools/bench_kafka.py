@@ -1,0 +1,284 @@
+"""Kafka for the benchmark: topics, pre-loading a backlog, paced sending, reading decisions
+back, watching progress, and the consumer process that timestamps decisions as they arrive.
+
+Everything here is bounded: every wait has a deadline and fails with what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from fraudtools.bench_data import Slice
+
+__all__ = [
+    "BenchError",
+    "Decisions",
+    "arrivals_process",
+    "create_topics",
+    "delete_groups",
+    "delete_topics",
+    "end_total",
+    "group_members",
+    "list_topics",
+    "preload",
+    "read_decisions",
+    "send_paced",
+]
+
+PARTITIONS = 4
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says what was seen and what to do."""
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    return admin
+
+
+async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
+    admin = await _admin(bootstrap)
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+    # Wait until every partition has a leader: a send before that fails or waits.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
+            known = consumer._client.cluster  # noqa: SLF001
+            if all(len(known.partitions_for_topic(n) or ()) == PARTITIONS for n in names):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"topics {list(names)} not ready after 30 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = await _admin(bootstrap)
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    if not names:
+        return
+    admin = await _admin(bootstrap)
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
+
+
+async def delete_groups(bootstrap: str, groups: Sequence[str]) -> None:
+    """Remove the benchmark's (empty) consumer groups; best effort."""
+    from aiokafka.protocol.admin import DeleteGroupsRequest
+
+    admin = await _admin(bootstrap)
+    try:
+        for group in groups:
+            with contextlib.suppress(Exception):
+                node = await admin.find_coordinator(group)
+                await admin._send_request(DeleteGroupsRequest([group]), node)  # noqa: SLF001
+    finally:
+        await admin.close()
+
+
+async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
+    """(state, number of members) of a consumer group."""
+    admin = await _admin(bootstrap)
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+        described = response.groups[0]
+        return str(described[2]), len(described[5])
+    finally:
+        await admin.close()
+
+
+async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: str) -> float:
+    """Write ``records`` as fast as the broker takes them (whole batches per partition, the
+    keys partitioned as any Kafka producer does). Returns the seconds it took."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_batch_size=512 * 1024, linger_ms=5)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        partitioner = DefaultPartitioner()
+        parts = {t: sorted(await producer.partitions_for(t)) for t in (transactions, labels)}
+        batches: dict[tuple[str, int], object] = {}
+        pending = []
+        for is_tx, key, value in zip(records.is_tx, records.keys, records.values, strict=True):
+            topic = transactions if is_tx else labels
+            partition = partitioner(key, parts[topic], parts[topic])
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
+                pending.append(await producer.send_batch(batch, topic, partition=partition))  # type: ignore[arg-type]
+                batch = batches[(topic, partition)] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # type: ignore[attr-defined]
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():  # type: ignore[attr-defined]
+                pending.append(await producer.send_batch(batch, topic, partition=partition))  # type: ignore[arg-type]
+        await asyncio.wait_for(asyncio.gather(*pending), timeout=120)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def send_paced(producer: AIOKafkaProducer, records: Slice, *, rate: float,
+                     transactions: str, labels: str) -> dict[str, float]:
+    """Send ``records`` in order, transactions at ``rate`` a second (labels when their turn
+    comes). Returns each transaction's send time (``time.monotonic()``, taken just before
+    the record is handed to the producer)."""
+    sent_at: dict[str, float] = {}
+    pending = []
+    n = len(records)
+    is_tx, keys, values, ids = records.is_tx, records.keys, records.values, records.ids
+    clock, monotonic = time.perf_counter, time.monotonic
+    start = clock()
+    i = sent = 0
+    while i < n:
+        now = clock()
+        while i < n and (not is_tx[i] or start + sent / rate <= now):
+            if is_tx[i]:
+                sent_at[ids[i]] = monotonic()
+                sent += 1
+                pending.append(await producer.send(transactions, values[i], key=keys[i]))
+            else:
+                pending.append(await producer.send(labels, values[i], key=keys[i]))
+            i += 1
+        if i < n:
+            await asyncio.sleep(max(0.0, start + sent / rate - clock()))
+    await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+    return sent_at
+
+
+async def end_total(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> int:
+    """Records in the topic so far (sum of the partitions' end offsets)."""
+    ends = await consumer.end_offsets(partitions)
+    return int(sum(ends.values()))
+
+
+@dataclass
+class Decisions:
+    """What a decisions topic holds, read back after a phase."""
+
+    count: int
+    distinct: int
+    flagged_duplicate: int
+    timestamps_ms: np.ndarray  # the broker record timestamp of each decision (producer time)
+    ids: list[str]
+
+    @property
+    def repeated(self) -> int:
+        return self.count - self.distinct
+
+    def rate(self, *, since_ms: float | None = None) -> float:
+        """Decisions a second from the first (or the first at/after ``since_ms``) to the last."""
+        ts = self.timestamps_ms if since_ms is None else self.timestamps_ms[
+            self.timestamps_ms >= since_ms]
+        if len(ts) < 2:
+            return float("nan")
+        span = (ts.max() - ts.min()) / 1000
+        return float((len(ts) - 1) / span) if span > 0 else float("nan")
+
+
+async def read_decisions(bootstrap: str, topic: str, *, timeout: float = 120) -> Decisions:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+                                fetch_max_bytes=16 << 20)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        stamps: list[int] = []
+        ids: list[str] = []
+        flagged = 0
+        deadline = time.monotonic() + timeout
+        loads = orjson.loads
+        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise BenchError(f"reading {topic} back took over {timeout:.0f} s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            for messages in batch.values():
+                for m in messages:
+                    d = loads(m.value)
+                    ids.append(d["transaction_id"])
+                    flagged += bool(d.get("duplicate"))
+                    stamps.append(m.timestamp)
+    finally:
+        await consumer.stop()
+    return Decisions(len(ids), len(set(ids)), flagged, np.asarray(stamps, dtype=np.float64), ids)
+
+
+# ---------------------------------------------------------------- the arrival-timing process
+
+
+def arrivals_process(bootstrap: str, topic: str, conn, stop, received) -> None:  # type: ignore[no-untyped-def]
+    """Child process: read ``topic`` from its current end, note when each decision arrives
+    (``time.monotonic()``, the same clock as the sender's in another process), count them
+    in the shared ``received``, and send ``[(transaction id, time), ...]`` on ``conn`` when
+    ``stop`` is set. Its own process, so timing arrivals never waits behind sending."""
+    async def run() -> list[tuple[str, float]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=100)
+        await consumer.start()
+        arrived: list[tuple[str, float]] = []
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            for tp in partitions:
+                await consumer.position(tp)  # resolve now: nothing before this point counts
+            conn.send("ready")
+            loads, monotonic = orjson.loads, time.monotonic
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=50)
+                now = monotonic()
+                n = 0
+                for messages in batch.values():
+                    for m in messages:
+                        arrived.append((loads(m.value)["transaction_id"], now))
+                        n += 1
+                if n:
+                    with received.get_lock():
+                        received.value += n
+        finally:
+            await consumer.stop()
+        return arrived
+
+    conn.send(runner()(run()))
+    conn.close()
+
+
+def runner():  # type: ignore[no-untyped-def]
+    """``uvloop.run`` when uvloop is installed (the worker's loop), else ``asyncio.run``."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run

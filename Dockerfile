@@ -7,10 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY fraudcore/ fraudcore/
 COPY service/ service/
-RUN pip install ".[service]"
+RUN pip install -c requirements.lock ".[service]"
 COPY models/ models/
 
 # Code and models stay root-owned (read-only for the worker); the worker may only write

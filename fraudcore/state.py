@@ -29,19 +29,21 @@ class Timeline:
 
     def __init__(self) -> None:
         self._entries: list[tuple[float, str, float]] = []
-        self._ids: dict[str, tuple[float, float]] = {}
+        self._ids: dict[str, tuple[float, float, str]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, entry_id: str) -> tuple[float, float] | None:
+    def get(self, entry_id: str) -> tuple[float, float, str] | None:
+        """``(time, value, tag)`` of an entry, if it is there."""
         return self._ids.get(entry_id)
 
-    def add(self, time: float, entry_id: str, value: float) -> bool:
-        """Record an entry; ``False`` when the id is already there (nothing changes)."""
+    def add(self, time: float, entry_id: str, value: float, *, tag: str = "") -> bool:
+        """Record an entry (``tag``: more content that only identity checks look at);
+        ``False`` when the id is already there (nothing changes)."""
         if entry_id in self._ids:
             return False
-        self._ids[entry_id] = (time, value)
+        self._ids[entry_id] = (time, value, tag)
         entry = (time, entry_id, value)
         if not self._entries or self._entries[-1] <= entry:
             self._entries.append(entry)
@@ -83,13 +85,13 @@ class InMemoryStore:
         t = tx.epoch
         card = self.cards.setdefault(tx.card_id, Timeline())
         seen = card.get(tx.transaction_id)
-        if seen is not None and seen != (t, tx.amount):
+        if seen is not None and seen != (t, tx.amount, tx.terminal_id):
             raise DuplicateConflict(
-                f"transaction {tx.transaction_id!r} was seen before with another time or "
-                "amount; the first one stands. Give a corrected transaction a new id."
+                f"transaction {tx.transaction_id!r} was seen before with another time, amount "
+                "or terminal; the first one stands. Give a corrected transaction a new id."
             )
         card.trim(t - self.spec.card_retention_seconds)
-        card.add(t, tx.transaction_id, tx.amount)
+        card.add(t, tx.transaction_id, tx.amount, tag=tx.terminal_id)
         terminal = self.terminals.setdefault(tx.terminal_id, Timeline())
         terminal.trim(t - self.spec.terminal_retention_seconds)
         terminal.add(t, tx.transaction_id, 0.0)

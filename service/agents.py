@@ -122,4 +122,5 @@ async def health(web: Any, request: Any) -> Any:
 
 @app.page("/metrics")
 async def prometheus(web: Any, request: Any) -> Any:
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # As a header: aiohttp refuses a content_type argument with a charset in it (500).
+    return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

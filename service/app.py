@@ -58,6 +58,8 @@ app = faust.App(
     topic_allow_declare=False,  # `make up` (or the compose topics step) creates them
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    broker_session_timeout=settings.kafka_session_timeout_seconds,
+    broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 4,
     producer_linger_ms=1,
     web_host=settings.web_host,
     web_port=settings.web_port,
@@ -92,7 +94,11 @@ store = RedisStore(
     prefix=settings.redis_key_prefix,
 )
 processor = Processor(
-    store, models, fail_policy=settings.fail_policy, include_features=settings.include_features
+    store,
+    models,
+    fail_policy=settings.fail_policy,
+    include_features=settings.include_features,
+    max_future_seconds=settings.max_future_seconds,
 )
 
 

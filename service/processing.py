@@ -57,23 +57,34 @@ class Processor:
         *,
         fail_policy: str = "hold",
         include_features: bool = False,
+        max_future_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.models = models
         self.fail_policy = fail_policy
         self.include_features = include_features
+        self.max_future_seconds = max_future_seconds
         self.clock = clock
 
     async def transactions(self, batch: Sequence[Message]) -> BatchResult:
         result = BatchResult()
         started = time.perf_counter()
         valid: list[tuple[Transaction, Message]] = []
+        horizon = self.clock() + self.max_future_seconds
         for message in batch:
             try:
-                valid.append((decode_transaction(message.value), message))
+                tx = decode_transaction(message.value)
             except InvalidEvent as exc:
                 self._dead(result, message, str(exc))
+                continue
+            if tx.epoch > horizon:
+                # State is trimmed relative to event time: one event from the far future
+                # would wipe its card's and terminal's history.
+                self._dead(result, message, f"timestamp: more than {self.max_future_seconds:g} s "
+                           "ahead of the worker's clock")
+                continue
+            valid.append((tx, message))
         decoded = time.perf_counter()
         metrics.STAGE_SECONDS.labels("decode").observe(decoded - started)
         if not valid:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="when Redis is down: hold (stop, retry, commit nothing) or open (score on "
         "empty history and mark decisions degraded)",
     )
+    max_future_seconds: float = Field(
+        3600.0, gt=0, description="events dated further ahead of the clock are dead-lettered"
+    )
+    kafka_session_timeout_seconds: float = Field(
+        10.0, gt=0, description="how soon the group notices a dead worker and rebalances"
+    )
     retry_max_seconds: float = Field(5.0, gt=0, description="longest backoff between retries")
 
     include_features: bool = Field(

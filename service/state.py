@@ -8,7 +8,8 @@ in order, so a card's second transaction in a batch sees its first.
 Keys (``P`` = prefix and feature-spec version)::
 
     P:c:{<hmac of card id>}:tx     ZSET  transaction id -> time
-    P:c:{<hmac of card id>}:val    HASH  transaction id -> "time,amount" (the content, for
+    P:c:{<hmac of card id>}:val    HASH  transaction id -> "time,amount,crc32(terminal)" (the
+                                         content, for
                                          idempotency and the amounts)
     P:t:{<terminal id>}:tx         ZSET  transaction id -> time
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +36,7 @@ from fraudcore.features import terminal_windows
 __all__ = ["Exchange", "RedisStore"]
 
 # KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
-# Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,time,amount..."}
+# Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,tag,time,..."}
 # in no particular order (HVALS: the cheapest read), as one string, so a long history costs
 # one reply element to parse; the worker sorts it.
 _CARD = """
@@ -163,7 +165,7 @@ class RedisStore:
                 args=[
                     tx.transaction_id,
                     repr(t),
-                    f"{t!r},{tx.amount!r}",
+                    f"{t!r},{tx.amount!r},{zlib.crc32(tx.terminal_id.encode())}",
                     repr(card_trim),
                     repr(card_trim),
                     self._card_ttl,
@@ -192,15 +194,16 @@ class RedisStore:
             if card_reply[0] == -1:
                 results.append(
                     DuplicateConflict(
-                        f"transaction {tx.transaction_id!r} was seen before with another time or "
-                        "amount; the first one stands. Give a corrected transaction a new id."
+                        f"transaction {tx.transaction_id!r} was seen before with another time, "
+                        "amount or terminal; the first one stands. Give a corrected transaction "
+                        "a new id."
                     )
                 )
                 if terminal_reply[0] == 1:
                     undo.append(tx)
                 continue
-            card_values = _floats(card_reply[1])
-            card = sorted(zip(card_values[0::2], card_values[1::2], strict=True))
+            card_values = _floats(card_reply[1])  # time, amount, terminal tag, ...
+            card = sorted(zip(card_values[0::3], card_values[1::3], strict=True))
             frauds = _floats(terminal_reply[1 + windows])
             results.append(
                 Exchange(

@@ -1,0 +1,111 @@
+"""Faults mid-stream on the real broker, Redis and worker: nothing lost, duplicates only as
+redeliveries of the same decision, and features equal to an uninterrupted run's.
+
+These tests restart the broker and stop Redis, so they never use the shared stack: the
+module starts a private Kafka and Redis through ``stack/kafka.sh`` and ``stack/redis.sh``
+on free loopback ports (in a temporary directory, with the jars ``make up`` fetched) and
+stops them at the end. The scenarios themselves are :mod:`fraudtools.chaos`, which
+``make chaos`` also runs to write the table in ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudtools.chaos import (
+    FAULTS,
+    OUTAGE,
+    Outcome,
+    PrivateStack,
+    chaos_frame,
+    expected_features,
+    run_fault,
+)
+
+
+@pytest.fixture
+def stack() -> None:
+    """Overrides the session check of the shared stack: these tests bring their own."""
+
+
+@pytest.fixture(scope="module")
+def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
+    own = PrivateStack(tmp_path_factory.mktemp("chaos-stack"))
+    try:
+        own.up()
+        yield own
+    finally:
+        own.down()
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return chaos_frame()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return expected_features(frame)
+
+
+def _run(private_stack: PrivateStack, name: str, frame: pd.DataFrame,
+         uninterrupted: dict[str, np.ndarray], workdir: Path) -> Outcome:
+    outcome = run_fault(private_stack, name, frame=frame, workdir=workdir,
+                        uninterrupted=uninterrupted)
+    report = "\n".join([*outcome.problems, *outcome.notes])
+    # Every valid transaction decided, none twice with another answer, none dead-lettered.
+    assert outcome.lost == 0, report
+    assert outcome.decided == outcome.events == len(frame), report
+    assert outcome.inconsistent_copies == 0, report
+    assert outcome.dead_letters == 0, report
+    # Features: every decision (every copy) as in the uninterrupted run, or for fail-open
+    # as in a run in which the degraded events were never recorded.
+    assert outcome.mismatched == 0, report
+    assert outcome.worker_alive, report
+    assert outcome.ok, report
+    return outcome
+
+
+@pytest.mark.parametrize("name", ["worker-sigkill", "worker-sigterm", "broker-restart",
+                                  "rebalance"])
+def test_nothing_lost_nothing_doubled_features_equal(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path, name: str,
+) -> None:
+    outcome = _run(private_stack, name, frame, uninterrupted, tmp_path)
+    assert outcome.degraded == 0
+    assert outcome.differ_from_uninterrupted == 0
+
+
+def test_redis_down_with_the_hold_policy_holds_then_decides_everything_exactly(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "redis-down-hold", frame, uninterrupted, tmp_path)
+    assert outcome.fault_seconds >= OUTAGE
+    assert outcome.decided_during_outage == 0  # held: nothing decided while Redis was down
+    assert outcome.degraded == 0
+    assert outcome.differ_from_uninterrupted == 0
+
+
+def test_redis_down_with_the_open_policy_decides_degraded_and_loses_nothing(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "redis-down-open", frame, uninterrupted, tmp_path)
+    assert outcome.decided_during_outage > 0
+    assert outcome.undegraded_during_outage == 0  # every decision in the outage is marked
+    assert outcome.degraded >= outcome.decided_during_outage
+    # Later decisions miss the degraded events in their history (they were never
+    # recorded); `mismatched == 0` above says that is the only difference.
+    assert outcome.differ_from_uninterrupted > 0
+
+
+def test_the_scenarios_cover_every_fault() -> None:
+    assert set(FAULTS) == {"worker-sigkill", "worker-sigterm", "broker-restart",
+                           "redis-down-hold", "redis-down-open", "rebalance"}

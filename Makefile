@@ -57,6 +57,10 @@ lock: $(INSTALLED)
 audit: $(INSTALLED)
 	$(VENV)/bin/pip-audit --strict -r requirements.lock --no-deps --disable-pip --progress-spinner off
 
+# Fault scenarios on a private Kafka and Redis: reports/chaos.{json,md}, docs/reliability.md.
+chaos: $(INSTALLED)
+	$(PY) -m fraudtools.chaos
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -66,7 +67,7 @@ async def score(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_seconds):
         batch = _messages(events)
         metrics.BATCH_SIZE.observe(len(batch))
-        outcome = await _guarded(lambda: processor.transactions(batch), batch, "scoring")
+        outcome = await _guarded(partial(processor.transactions, batch), batch, "scoring")
         if not isinstance(outcome, BatchResult):
             await _send_all([(settings.topic_dlq, None, d) for d in outcome])
             continue
@@ -91,7 +92,7 @@ async def score(stream: Any) -> None:
 async def record_labels(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_seconds):
         batch = _messages(events)
-        dead = await _guarded(lambda: processor.labels(batch), batch, "labels")
+        dead = await _guarded(partial(processor.labels, batch), batch, "labels")
         metrics.LABELS.inc(len(batch) - len(dead))
         if dead:
             await _send_all([(settings.topic_dlq, None, d) for d in dead])

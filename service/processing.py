@@ -81,8 +81,12 @@ class Processor:
             if tx.epoch > horizon:
                 # State is trimmed relative to event time: one event from the far future
                 # would wipe its card's and terminal's history.
-                self._dead(result, message, f"timestamp: more than {self.max_future_seconds:g} s "
-                           "ahead of the worker's clock")
+                self._dead(
+                    result,
+                    message,
+                    f"timestamp: more than {self.max_future_seconds:g} s "
+                    "ahead of the worker's clock",
+                )
                 continue
             valid.append((tx, message))
         decoded = time.perf_counter()

@@ -18,20 +18,52 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     data = tmp / "tx.csv"
-    done = _cli("generate", "--customers", "300", "--terminals", "600", "--days", "75",
-                "--start", "2018-04-01", "--seed", "4", "--out", str(data))
+    done = _cli(
+        "generate",
+        "--customers",
+        "300",
+        "--terminals",
+        "600",
+        "--days",
+        "75",
+        "--start",
+        "2018-04-01",
+        "--seed",
+        "4",
+        "--out",
+        str(data),
+    )
     assert done.returncode == 0, done.stderr
-    done = _cli("train", "--data", str(data), "--train-start", "2018-05-20",
-                "--validation-folds", "2", "--test-folds", "2", "--out", str(tmp / "models"),
-                "--report", str(tmp / "report.json"), "--predictions", str(tmp / "pred.csv"))
+    done = _cli(
+        "train",
+        "--data",
+        str(data),
+        "--train-start",
+        "2018-05-20",
+        "--validation-folds",
+        "2",
+        "--test-folds",
+        "2",
+        "--out",
+        str(tmp / "models"),
+        "--report",
+        str(tmp / "report.json"),
+        "--predictions",
+        str(tmp / "pred.csv"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp, done.stdout
 
@@ -45,7 +77,10 @@ def test_the_report_has_the_documented_keys(trained):
     assert report["model"]["version"] == report["version"]
     assert len(report["prequential_test"]["folds"]) == 2
     assert {c["name"] for c in report["candidates"]} == {
-        "logistic_regression", "random_forest", "hist_gradient_boosting"}
+        "logistic_regression",
+        "random_forest",
+        "hist_gradient_boosting",
+    }
     assert report["model"]["parity_max_abs_diff"] <= 1e-5
     assert "AUC ROC" in stdout and report["version"] in stdout
 
@@ -55,14 +90,24 @@ def test_the_artifacts_are_complete_and_current(trained):
     models = tmp / "models"
     version = (models / "current").read_text().strip()
     directory = models / version
-    for name in ("model.onnx", "metadata.json", "report.json", "report.md",
-                 "precision_recall.png", "score_distribution.png", "card_precision_per_day.png"):
+    for name in (
+        "model.onnx",
+        "metadata.json",
+        "report.json",
+        "report.md",
+        "precision_recall.png",
+        "score_distribution.png",
+        "card_precision_per_day.png",
+    ):
         assert (directory / name).stat().st_size > 0, name
     metadata = json.loads((directory / "metadata.json").read_text())
     info = model_info(metadata, (directory / "model.onnx").read_bytes())
     assert info.version == version
-    assert metadata["features"] == {"names": list(FEATURE_NAMES), "fingerprint": fingerprint(),
-                                    "spec_version": 1}
+    assert metadata["features"] == {
+        "names": list(FEATURE_NAMES),
+        "fingerprint": fingerprint(),
+        "spec_version": 1,
+    }
     assert 0 <= info.thresholds.review <= info.thresholds.decline <= 1
 
 
@@ -74,16 +119,19 @@ def test_the_predictions_file_lets_anyone_recompute_the_metrics(trained):
     assert list(predictions.columns) == ["transaction_id", "card_id", "day", "label", "score"]
     report = json.loads((tmp / "report.json").read_text())
     thresholds = report["thresholds"]
-    again = evaluate(predictions, review_threshold=thresholds["review"],
-                     decline_threshold=thresholds["decline"])
+    again = evaluate(
+        predictions, review_threshold=thresholds["review"], decline_threshold=thresholds["decline"]
+    )
     assert again.auc_roc == pytest.approx(report["test"]["auc_roc"])
     assert again.card_precision_at_100 == pytest.approx(report["test"]["card_precision_at_100"])
 
 
 def test_a_bad_file_is_refused_with_row_and_column(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n"
-                   "1,2018-04-01 00:00:31,596,3156,57.16,0\n2,2018-04-01 00:02:10,4961,3412,abc,0\n")
+    bad.write_text(
+        "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n"
+        "1,2018-04-01 00:00:31,596,3156,57.16,0\n2,2018-04-01 00:02:10,4961,3412,abc,0\n"
+    )
     done = _cli("train", "--data", str(bad), "--out", str(tmp_path / "models"))
     assert done.returncode == 2
     assert "row 2, column TX_AMOUNT: not a number" in done.stderr

@@ -44,8 +44,9 @@ def _reachable(host_port: str) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def stack() -> None:
     redis_host = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
-    missing = [name for name, addr in (("Kafka", BOOTSTRAP), ("Redis", redis_host))
-               if not _reachable(addr)]
+    missing = [
+        name for name, addr in (("Kafka", BOOTSTRAP), ("Redis", redis_host)) if not _reachable(addr)
+    ]
     if missing:
         pytest.fail(f"{' and '.join(missing)} not reachable: start the stack with `make up`")
 
@@ -65,22 +66,24 @@ class Run:
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-        env.update({
-            "FRAUD_APP_ID": f"it-{self.run_id}",
-            "FRAUD_KAFKA_BOOTSTRAP": BOOTSTRAP,
-            "FRAUD_REDIS_URL": REDIS_URL,
-            "FRAUD_REDIS_KEY_PREFIX": self.prefix,
-            "FRAUD_TOPIC_TRANSACTIONS": self.topic("transactions"),
-            "FRAUD_TOPIC_LABELS": self.topic("labels"),
-            "FRAUD_TOPIC_DECISIONS": self.topic("decisions"),
-            "FRAUD_TOPIC_ALERTS": self.topic("alerts"),
-            "FRAUD_TOPIC_DLQ": self.topic("dlq"),
-            "FRAUD_PARTITIONS": str(PARTITIONS),
-            "FRAUD_MODEL_DIR": str(ROOT / "models"),
-            "FRAUD_DATA_DIR": f"/tmp/fraud-it/{self.run_id}",
-            "FRAUD_WEB_PORT": str(_free_port()),
-            "FRAUD_BATCH_WAIT_SECONDS": "0.01",
-        })
+        env.update(
+            {
+                "FRAUD_APP_ID": f"it-{self.run_id}",
+                "FRAUD_KAFKA_BOOTSTRAP": BOOTSTRAP,
+                "FRAUD_REDIS_URL": REDIS_URL,
+                "FRAUD_REDIS_KEY_PREFIX": self.prefix,
+                "FRAUD_TOPIC_TRANSACTIONS": self.topic("transactions"),
+                "FRAUD_TOPIC_LABELS": self.topic("labels"),
+                "FRAUD_TOPIC_DECISIONS": self.topic("decisions"),
+                "FRAUD_TOPIC_ALERTS": self.topic("alerts"),
+                "FRAUD_TOPIC_DLQ": self.topic("dlq"),
+                "FRAUD_PARTITIONS": str(PARTITIONS),
+                "FRAUD_MODEL_DIR": str(ROOT / "models"),
+                "FRAUD_DATA_DIR": f"/tmp/fraud-it/{self.run_id}",
+                "FRAUD_WEB_PORT": str(_free_port()),
+                "FRAUD_BATCH_WAIT_SECONDS": "0.01",
+            }
+        )
         env.update(overrides)
         return env
 
@@ -135,7 +138,10 @@ class Worker:
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "--web-port", self.env["FRAUD_WEB_PORT"]],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -146,7 +152,9 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+                pytest.fail(
+                    f"worker exited with {self.process.returncode}:\n{self.output()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -182,8 +190,11 @@ def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
 async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until ``until`` records or the timeout."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
+        topic,
+        bootstrap_servers=BOOTSTRAP,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[dict] = []
@@ -201,8 +212,11 @@ async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dic
 async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until nothing new arrives for ``quiet`` seconds."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
+        topic,
+        bootstrap_servers=BOOTSTRAP,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[dict] = []

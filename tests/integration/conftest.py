@@ -189,28 +189,17 @@ def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
 
 async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until ``until`` records or the timeout."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=BOOTSTRAP,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < until and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                records += [orjson.loads(m.value) for m in messages]
-    finally:
-        await consumer.stop()
-    return records
+    return await _read(topic, until=until, quiet=None, timeout=timeout)
 
 
 async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until nothing new arrives for ``quiet`` seconds."""
+    return await _read(topic, until=None, quiet=quiet, timeout=timeout)
+
+
+async def _read(
+    topic: str, *, until: int | None, quiet: float | None, timeout: float
+) -> list[dict]:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=BOOTSTRAP,
@@ -223,7 +212,11 @@ async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> li
     deadline = time.monotonic() + timeout
     last = time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - last < quiet:
+        while time.monotonic() < deadline:
+            if until is not None and len(records) >= until:
+                break
+            if quiet is not None and time.monotonic() - last >= quiet:
+                break
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
                 records += [orjson.loads(m.value) for m in messages]

@@ -57,6 +57,13 @@ lock: $(INSTALLED)
 audit: $(INSTALLED)
 	$(VENV)/bin/pip-audit --strict -r requirements.lock --no-deps --disable-pip --progress-spinner off
 
+# End-to-end speed on the real stack: reports/bench.{json,md}, reports/bench_latency.png.
+bench: $(INSTALLED) up
+	$(PY) -m fraudtools.bench
+
+bench-quick: $(INSTALLED) up
+	$(PY) -m fraudtools.bench --quick
+
 # Fault scenarios on a private Kafka and Redis: reports/chaos.{json,md}, docs/reliability.md.
 chaos: $(INSTALLED)
 	$(PY) -m fraudtools.chaos

@@ -8,7 +8,6 @@ rather than half a minute, so the short benchmark is not spent generating data.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -41,6 +40,11 @@ class Slice:
     def transactions(self) -> int:
         return sum(self.is_tx)
 
+    def transactions_only(self) -> Slice:
+        keep = [i for i, t in enumerate(self.is_tx) if t]
+        return Slice([True] * len(keep), [self.keys[i] for i in keep],
+                     [self.values[i] for i in keep], [self.ids[i] for i in keep])
+
 
 @dataclass(frozen=True, slots=True)
 class Data:
@@ -51,22 +55,17 @@ class Data:
     first_event: str
     last_event: str
 
-    def slices(self, counts: Sequence[int]) -> list[Slice]:
-        """Cut the records, in order, into slices of ``counts`` transactions each (the label
-        events that fall between them go with the following transactions)."""
-        out, start = [], 0
+    def take(self, transactions: int, *, start: int) -> Slice:
+        """The records from ``start`` that hold the next ``transactions`` transactions (the
+        label events among them included)."""
         r = self.records
-        for want in counts:
-            end, seen = start, 0
-            while end < len(r) and seen < want:
-                seen += r.is_tx[end]
-                end += 1
-            if seen < want:
-                raise ValueError(f"not enough generated transactions: wanted {want} more")
-            out.append(Slice(r.is_tx[start:end], r.keys[start:end], r.values[start:end],
-                             r.ids[start:end]))
-            start = end
-        return out
+        end, seen = start, 0
+        while end < len(r) and seen < transactions:
+            seen += r.is_tx[end]
+            end += 1
+        if seen < transactions:
+            raise ValueError(f"not enough generated transactions: {transactions - seen} short")
+        return Slice(r.is_tx[start:end], r.keys[start:end], r.values[start:end], r.ids[start:end])
 
 
 def _iso(times: np.ndarray) -> list[str]:

@@ -56,7 +56,7 @@ async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
         )
     finally:
         await admin.close()
-    # Wait until every partition has a leader: a send before that fails or waits.
+    # Wait until every partition has a leader: a send before that is retried, noisily.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
@@ -64,7 +64,9 @@ async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
         while True:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
             known = consumer._client.cluster  # noqa: SLF001
-            if all(len(known.partitions_for_topic(n) or ()) == PARTITIONS for n in names):
+            leaders = [known.leader_for_partition(TopicPartition(n, p))
+                       for n in names for p in range(PARTITIONS)]
+            if all(leader is not None and leader >= 0 for leader in leaders):
                 return
             if time.monotonic() > deadline:
                 raise BenchError(f"topics {list(names)} not ready after 30 s")
@@ -125,7 +127,8 @@ async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: 
     started = time.perf_counter()
     try:
         partitioner = DefaultPartitioner()
-        parts = {t: sorted(await producer.partitions_for(t)) for t in (transactions, labels)}
+        used = {transactions} | ({labels} if not all(records.is_tx) else set())
+        parts = {t: sorted(await producer.partitions_for(t)) for t in used}
         batches: dict[tuple[str, int], object] = {}
         pending = []
         for is_tx, key, value in zip(records.is_tx, records.keys, records.values, strict=True):
@@ -220,7 +223,7 @@ async def read_decisions(bootstrap: str, topic: str, *, timeout: float = 120) ->
         flagged = 0
         deadline = time.monotonic() + timeout
         loads = orjson.loads
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:
                 raise BenchError(f"reading {topic} back took over {timeout:.0f} s")
             batch = await consumer.getmany(timeout_ms=500, max_records=20_000)

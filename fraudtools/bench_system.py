@@ -138,8 +138,8 @@ def machine_info(*, kafka_pid: int | None, redis_version: str | None) -> dict[st
 def git_info(root: Path) -> dict[str, object]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=False).stdout.strip()
+                              check=False).stdout
 
-    commit = git("rev-parse", "HEAD")
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    commit = git("rev-parse", "HEAD").strip()
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
     return {"commit": commit or None, "dirty": bool(changed), "changed": changed[:20]}

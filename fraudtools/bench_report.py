@@ -1,0 +1,207 @@
+"""The benchmark's report: ``bench.json``, a markdown summary and the latency plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["markdown", "plot", "summary", "write"]
+
+STAGES = ("decode", "redis", "features", "model", "emit")
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _rates(r: dict[str, Any]) -> list[str]:
+    return sorted(r.get("latency_ms", {}), key=int)
+
+
+def summary(r: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = [
+        f"limit {_n(r['limit_eps'])}/s   throughput {_n(r['throughput_eps'])}/s "
+        f"({r['throughput_vs_limit']:.0%} of the limit)   baseline (batch 1) "
+        f"{_n(r['baseline_eps'])}/s ({r['batching_speedup']:.1f}x)   two workers "
+        f"{_n(r['two_workers_eps'])}/s",
+    ]
+    for rate in _rates(r):
+        e = r["latency_ms"][rate]
+        lines.append(f"  {int(rate):>6,}/s offered, {_n(e['achieved_eps'])}/s achieved: p50 "
+                     f"{e['p50']} p95 {e['p95']} p99 {e['p99']} max {e['max']} ms"
+                     f"{'' if e['sustained'] else '  (not sustained)'}")
+    cost = r["core_seconds_per_million"]
+    lines.append(f"cost per million decisions: worker {_n(cost.get('worker'))}, redis "
+                 f"{_n(cost.get('redis'))}, kafka {_n(cost.get('kafka'))} core-seconds; worker "
+                 f"RSS {_n(r['worker_rss_mb'])} MB; Redis {_n(r['redis_bytes_per_card'])} "
+                 f"B/card, {_n(r['redis_bytes_per_terminal'])} B/terminal")
+    lines += [f"  bar: {name}: {_n(c['value'], 2)} {'met' if c['met'] else 'NOT met'}"
+              for name, c in r["bar"].items()]
+    return "\n".join(lines)
+
+
+def markdown(r: dict[str, Any], png: str) -> str:
+    m, g = r["machine"], r["git"]
+    lat = r["latency_ms"]
+    out = [
+        f"# Benchmark ({r['mode']}) — {r['started_at']}",
+        "",
+        f"Commit `{(g['commit'] or '?')[:12]}`{' (with uncommitted changes)' if g['dirty'] else ''}"
+        f"; {m['cpu_model']}, {m['cores']} cores ({m['cores_usable']} usable), "
+        f"{m['memory_gb']} GB; Python {m['python']}, Kafka {m['kafka']}, Redis {m['redis']}; "
+        f"load average at start {m['load_average_at_start']}. Broker, Redis, worker and this "
+        f"benchmark share the same cores. {r['duration_seconds']} s.",
+        "",
+        "## Against the bar",
+        "",
+        "| figure | measured | met |",
+        "|---|---:|:---:|",
+    ]
+    out += [f"| {name} | {_n(c['value'], 2)} | {'yes' if c['met'] else '**no**'} |"
+            for name, c in r["bar"].items()]
+    cost = r["core_seconds_per_million"]
+    tp = r["phases"]["throughput"]
+    out += [
+        "",
+        "## Figures",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| pass-through limit (aiokafka consume → produce) | {_n(r['limit_eps'])} /s |",
+        f"| throughput, one worker, pre-loaded backlog | {_n(r['throughput_eps'])} /s |",
+        f"| baseline, `FRAUD_BATCH_SIZE=1` | {_n(r['baseline_eps'])} /s |",
+        f"| two workers, one group | {_n(r['two_workers_eps'])} /s |",
+        f"| highest offered rate sustained | {_n(r['max_sustained_eps'])} /s |",
+        f"| worker resident memory (steady state) | {_n(r['worker_rss_mb'], 1)} MB |",
+        f"| Redis per card / per terminal | {_n(r['redis_bytes_per_card'])} B / "
+        f"{_n(r['redis_bytes_per_terminal'])} B |",
+        f"| cost: worker / Redis / broker core-seconds per million decisions | "
+        f"{_n(cost.get('worker'))} / {_n(cost.get('redis'))} / {_n(cost.get('kafka'))} |",
+        "",
+        "## Latency, send → decision at a consumer (ms)",
+        "",
+        f"![latency against offered rate]({png})",
+        "",
+        "| offered /s | achieved /s | p50 | p95 | p99 | max | sustained | mean batch | worker ms "
+        "per event (decode, redis, features, model, emit) |",
+        "|---:|---:|---:|---:|---:|---:|:---:|---:|---|",
+    ]
+    for rate in _rates(r):
+        e = lat[rate]
+        st = e["worker_stages"]
+        per_event = ", ".join(_n(st["ms_per_event"].get(s), 3) for s in STAGES)
+        out.append(f"| {int(rate):,}{' (max)' if e['kind'] == 'max' else ''} | "
+                   f"{_n(e['achieved_eps'])} | {e['p50']} | {e['p95']} | {e['p99']} | {e['max']} | "
+                   f"{_n(e['sustained'])} | {_n(st['mean_batch_size'], 1)} | {per_event} |")
+    st = tp["stages"]
+    out += [
+        "",
+        "## Where the worker's time goes (throughput phase)",
+        "",
+        f"Mean batch {_n(st['mean_batch_size'], 1)} events. Per event: "
+        + ", ".join(f"{s} {_n(st['ms_per_event'].get(s), 4)} ms" for s in STAGES)
+        + f" — {_n(st['ms_per_event_total'], 4)} ms in the stages against "
+        f"{1000 / r['throughput_eps']:.4f} ms of wall time per decision; the rest is Faust, "
+        "the Kafka consumer and the event loop.",
+        "",
+        "## Cost (CPU from /proc, core-seconds per million decisions)",
+        "",
+        "| phase | worker | redis | kafka | cores busy (machine) | other processes (cores) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("throughput", "baseline", "limit"):
+        c = r["phases"][name]["cpu"]
+        pm = c["core_seconds_per_million"]
+        worker = pm.get("worker", pm.get("limit"))
+        out.append(f"| {name} | {_n(worker)} | {_n(pm.get('redis'))} | {_n(pm.get('kafka'))} | "
+                   f"{_n(c['machine_busy_cores'], 2)} | {_n(c['other_processes_cores'], 2)} |")
+    for rate in _rates(r):
+        e = lat[rate]
+        pm = e["core_seconds_per_million"]
+        out.append(f"| latency {int(rate):,}/s | {_n(pm.get('worker'))} | {_n(pm.get('redis'))} | "
+                   f"{_n(pm.get('kafka'))} | {_n(e['machine_busy_cores'], 2)} | "
+                   f"{_n(e.get('other_processes_cores'), 2)} |")
+    red = r["redis"]
+    proj = red.get("projection_10m_cards") or {}
+    two = r["phases"]["two_workers"]
+    out += [
+        "",
+        "## Memory",
+        "",
+        f"Worker: {_n(r['worker_rss_mb'], 1)} MB resident "
+        f"(peak {_n(r['worker_rss_peak_mb'], 1)} MB). "
+        f"Redis: {red['cards']:,} cards and {red['terminals']:,} terminals after "
+        f"{red['history_days_loaded']} days of event time "
+        f"({'steady state' if red['steady_state'] else 'not yet the 40-day steady state'}); "
+        f"{_n(red['mean_transactions_per_card_key'], 1)} transactions per card key, "
+        f"{_n(red['mean_transactions_per_terminal_key'], 1)} per terminal key. "
+        f"10 million cards ({_n(proj.get('terminals'))} terminals): "
+        f"{_n(proj.get('gb_memory_usage'), 1)} GB by MEMORY USAGE, "
+        f"{_n(proj.get('gb_used_memory_delta'), 1)} GB by the used_memory delta.",
+        "",
+        "## Two workers",
+        "",
+        f"{two['sent']:,} sent, {two['distinct']:,} decided, {two['repeated']} decided more than "
+        f"once, {two['missing']} missing: exactly once {_n(two['exactly_once'])}. Per worker: "
+        f"{two['per_worker_decisions']}.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    """Latency percentiles against offered rate, and the worker's time per event by stage."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rates = _rates(r)
+    lat = r["latency_ms"]
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2)
+    x = [int(k) for k in rates]
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x:")):
+        ax.plot(x, [lat[k][key] for k in rates], style, label=key)
+    ax.plot([1000, 5000], [10, 25], "r*", markersize=12, label="bar (p99)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{v:,}" for v in x], rotation=45)
+    ax.minorticks_off()
+    ax.set_xlabel("offered transactions a second")
+    ax.set_ylabel("send → decision at a consumer (ms)")
+    ax.set_title("Latency against offered rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+
+    labels = [f"{int(k):,}/s" for k in rates] + ["backlog"]
+    stages = [lat[k]["worker_stages"]["ms_per_event"] for k in rates]
+    stages.append(r["phases"]["throughput"]["stages"]["ms_per_event"])
+    bottom = [0.0] * len(labels)
+    for stage in STAGES:
+        values = [(s.get(stage) or 0.0) * 1000 for s in stages]
+        bx.bar(labels, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    bx.set_ylabel("worker µs per event")
+    bx.set_title("Worker time per event by stage")
+    bx.legend()
+    fig.savefig(path, dpi=110)
+
+
+def write(r: dict[str, Any], where: Path) -> list[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    paths = [where / "bench.json", where / "bench.md", where / "bench_latency.png"]
+    paths[0].write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+                         + b"\n")
+    plot(r, paths[2])
+    paths[1].write_text(markdown(r, paths[2].name))
+    return paths

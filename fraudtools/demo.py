@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -31,10 +28,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from fraudtools.feed import Record, feed
 from fraudtools.producer import TopicNames, send_records
+from fraudtools.worker_process import ROOT, WorkerProcess
 from training import generator
 from training.dataset import normalise
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("transactions", "labels", "decisions", "alerts", "dlq")
 
 
@@ -102,26 +99,6 @@ async def _topics(bootstrap: str, names: list[str], *, create: bool) -> None:
             await admin.delete_topics(names)
     finally:
         await admin.close()
-
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{env['FRAUD_WEB_PORT']}/health"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the worker exited ({process.returncode}); see {log}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    sys.exit(f"the worker did not become healthy in 90 s; see {log}")
 
 
 async def _watch(topic: str, bootstrap: str, live: Live, stop: asyncio.Event) -> None:
@@ -249,15 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = ROOT / ".stack" / f"{run_id}-worker.log"
     asyncio.run(_topics(args.bootstrap, list(topics.values()), create=True))
     print(f"starting the worker ({run_id}, log {log.relative_to(ROOT)}) ...", flush=True)
-    worker = _start_worker(env, log)
+    worker = WorkerProcess(env, log).start()
     try:
+        try:
+            worker.wait_ready()
+        except RuntimeError as exc:
+            sys.exit(f"the worker did not start (log {log}):\n{exc}")
         live = asyncio.run(run(args, topics))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
         asyncio.run(_topics(args.bootstrap, list(topics.values()), create=False))
         _clear_redis(run_id)
 

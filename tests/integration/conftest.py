@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
+
+from fraudtools.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -126,58 +124,15 @@ def run() -> Iterator[Run]:
     client.close()
 
 
-class Worker:
-    """The real worker process, as a user starts it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        self.log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--web-port", self.env["FRAUD_WEB_PORT"]],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
+class Worker(WorkerProcess):
+    """The real worker process; a start-up failure fails the test with the worker's log."""
 
     def wait_ready(self, timeout: float = 90.0) -> Worker:
-        """Until ``/health`` answers 200; fails at once if the process exits."""
-        url = f"http://127.0.0.1:{self.env['FRAUD_WEB_PORT']}/health"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"worker exited with {self.process.returncode}:\n{self.output()[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"worker not healthy after {timeout} s:\n{self.output()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            super().wait_ready(timeout)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        return self
 
 
 @pytest.fixture

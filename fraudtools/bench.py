@@ -71,6 +71,7 @@ from fraudtools.bench_kafka import (
     runner,
     send_paced,
 )
+from fraudtools.worker_process import free_port
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 
@@ -107,12 +108,6 @@ MAX_RATE_TRIES = (0.9, 0.7)
 
 def _log(message: str) -> None:
     print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(values_ms: Sequence[float]) -> dict[str, float]:
@@ -306,7 +301,7 @@ class Bench:
             "FRAUD_PARTITIONS": str(PARTITIONS),
             "FRAUD_MODEL_DIR": str(ROOT / "models"),
             "FRAUD_DATA_DIR": str(self.workdir / name),
-            "FRAUD_WEB_PORT": str(_free_port()),
+            "FRAUD_WEB_PORT": str(free_port()),
             # INFO, not WARNING: at WARN Faust's spinner puts the root logger on DEBUG.
             "FRAUD_LOG_LEVEL": "INFO",
         })

@@ -50,13 +50,13 @@ import numpy as np
 import orjson
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
 
 from fraudcore import FEATURE_NAMES, SPEC, InMemoryStore, LabelEvent, Transaction
 from fraudcore.features import CardHistory, TerminalHistory, compute
+from fraudtools.bench_kafka import create_topics, delete_topics
 from fraudtools.feed import Record, feed
-from fraudtools.worker_process import WorkerProcess
+from fraudtools.worker_process import WorkerProcess, free_port
 from training import generator
 from training.dataset import label_events, normalise
 from training.replay import replay
@@ -83,12 +83,6 @@ REBALANCE_STAY = 8.0  # seconds the second worker stays in the group
 LIVE_LATENCY = 1.0  # a decision later than this after its send: not yet recovered (at least
 # this; more when the latency before the fault was already higher, on a busy machine)
 NAMES = ("transactions", "labels", "decisions", "alerts", "dlq")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StackError(RuntimeError):
@@ -225,20 +219,6 @@ def topic_name(run_id: str, name: str) -> str:
 
 
 # -- Kafka helpers --------------------------------------------------------------------------
-
-
-async def _topics(bootstrap: str, names: list[str], *, create: bool) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if create:
-            await admin.create_topics(
-                [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-            )
-        else:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 async def _produce(
@@ -525,7 +505,7 @@ def run_fault(
     outcome = Outcome(fault.name, fault.title)
     run_id = uuid.uuid4().hex[:8]
     topics = [topic_name(run_id, n) for n in NAMES]
-    asyncio.run(_topics(stack.bootstrap, topics, create=True))
+    asyncio.run(create_topics(stack.bootstrap, topics))
     workdir.mkdir(parents=True, exist_ok=True)
     base_env = worker_env(stack.bootstrap, stack.redis_url, run_id, workdir, **fault.env)
 
@@ -577,7 +557,7 @@ def run_fault(
         for worker in ctx.spawned:
             worker.stop()
         try:
-            asyncio.run(_topics(stack.bootstrap, topics, create=False))
+            asyncio.run(delete_topics(stack.bootstrap, topics))
         except Exception as exc:  # noqa: BLE001 - cleanup only
             log.warning("could not delete the topics of %s: %r", name, exc)
 

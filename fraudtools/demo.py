@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,11 +23,11 @@ from datetime import date
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from fraudtools.bench_kafka import create_topics, delete_topics
 from fraudtools.feed import Record, feed
 from fraudtools.producer import TopicNames, send_records
-from fraudtools.worker_process import ROOT, WorkerProcess
+from fraudtools.worker_process import ROOT, WorkerProcess, free_port
 from training import generator
 from training.dataset import normalise
 
@@ -79,26 +78,6 @@ class Live:
             f"({rate:5.0f}/s)  latency p50 {lat[0]:6.1f} ms  p99 {lat[1]:6.1f} ms  "
             f"alerts {self.alerts:5,d}  precision {precision:.2f}  recall {recall:.2f}"
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _topics(bootstrap: str, names: list[str], *, create: bool) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if create:
-            await admin.create_topics(
-                [NewTopic(n, num_partitions=4, replication_factor=1) for n in names]
-            )
-        else:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 async def _watch(topic: str, bootstrap: str, live: Live, stop: asyncio.Event) -> None:
@@ -214,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "FRAUD_APP_ID": run_id,
             "FRAUD_KAFKA_BOOTSTRAP": args.bootstrap,
             "FRAUD_REDIS_KEY_PREFIX": run_id,
-            "FRAUD_WEB_PORT": str(_free_port()),
+            "FRAUD_WEB_PORT": str(free_port()),
             "FRAUD_TOPIC_TRANSACTIONS": topics["transactions"],
             "FRAUD_TOPIC_LABELS": topics["labels"],
             "FRAUD_TOPIC_DECISIONS": topics["decisions"],
@@ -224,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     log = ROOT / ".stack" / f"{run_id}-worker.log"
-    asyncio.run(_topics(args.bootstrap, list(topics.values()), create=True))
+    asyncio.run(create_topics(args.bootstrap, list(topics.values())))
     print(f"starting the worker ({run_id}, log {log.relative_to(ROOT)}) ...", flush=True)
     worker = WorkerProcess(env, log).start()
     try:
@@ -235,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         live = asyncio.run(run(args, topics))
     finally:
         worker.stop()
-        asyncio.run(_topics(args.bootstrap, list(topics.values()), create=False))
+        asyncio.run(delete_topics(args.bootstrap, list(topics.values())))
         _clear_redis(run_id)
 
     lat = np.percentile(live.latencies_ms, [50, 95, 99, 100]) if live.latencies_ms else [0] * 4

@@ -7,6 +7,7 @@ Used by the demo, the fault runs and the integration tests: ``python -m service`
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +15,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["ROOT", "WorkerProcess"]
+__all__ = ["ROOT", "WorkerProcess", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class WorkerProcess:

@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
 
-from fraudtools.worker_process import WorkerProcess
+from fraudtools.bench_kafka import create_topics, delete_topics
+from fraudtools.worker_process import WorkerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -78,7 +78,7 @@ class Run:
                 "FRAUD_PARTITIONS": str(PARTITIONS),
                 "FRAUD_MODEL_DIR": str(ROOT / "models"),
                 "FRAUD_DATA_DIR": f"/tmp/fraud-it/{self.run_id}",
-                "FRAUD_WEB_PORT": str(_free_port()),
+                "FRAUD_WEB_PORT": str(free_port()),
                 "FRAUD_BATCH_WAIT_SECONDS": "0.01",
             }
         )
@@ -90,24 +90,8 @@ class Run:
         return [self.topic(n) for n in ("transactions", "labels", "decisions", "alerts", "dlq")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _admin(action: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        if action == "create":
-            await admin.create_topics(
-                [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-            )
-        else:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await (create_topics if action == "create" else delete_topics)(BOOTSTRAP, names)
 
 
 @pytest.fixture
@@ -179,3 +163,5 @@ async def _read(
     finally:
         await consumer.stop()
     return records
+
+

@@ -27,9 +27,10 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import AuthenticationError
 
+from fraudtools.worker_process import free_port
 from service.state import RedisStore
 
-from .conftest import BOOTSTRAP, Run, Worker, _free_port, consume, drain
+from .conftest import BOOTSTRAP, Run, Worker, consume, drain
 
 
 @dataclass
@@ -51,7 +52,7 @@ class SecuredRedis:
 def secured_redis(tmp_path: Path) -> Iterator[SecuredRedis]:
     server = shutil.which("redis-server")
     assert server, "redis-server not found (the stack needs it: apt-get install redis-server)"
-    secured = SecuredRedis(_free_port(), secrets.token_urlsafe(24), "fraud-worker",
+    secured = SecuredRedis(free_port(), secrets.token_urlsafe(24), "fraud-worker",
                            secrets.token_urlsafe(24))
     with (tmp_path / "redis.log").open("wb") as log:
         process = subprocess.Popen(

@@ -5,6 +5,11 @@ the card's keys and one on the terminal's keys (each Lua call is atomic, and eac
 keys of a single hash tag, so it stays on one shard of a Redis Cluster). Redis runs them
 in order, so a card's second transaction in a batch sees its first.
 
+The pipeline is packed by hiredis (C) and written on one pooled redis-py connection, and the
+replies are read back under one timeout: redis-py's own pipeline packs in Python, checks
+the scripts with an extra round trip and times every reply, which cost about half of the
+worker's CPU per transaction (see docs/benchmarks.md).
+
 Keys (``P`` = prefix and feature-spec version)::
 
     P:c:{<hmac of card id>}:tx     ZSET  transaction id -> time
@@ -21,13 +26,20 @@ and expires after it, so memory is bounded. Card ids appear only as keyed hashes
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fraudcore import SPEC, CardHistory, FeatureSpec, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict
@@ -103,7 +115,49 @@ return 1
 
 
 def _floats(joined: bytes) -> list[float]:
-    return [float(x) for x in joined.split(b",")] if joined else []
+    return list(map(float, joined.split(b","))) if joined else []
+
+
+def _card_history(joined: bytes) -> CardHistory:
+    """Parse "time,amount,terminal tag,..." (the card script's reply) into time order."""
+    if not joined:
+        return CardHistory()
+    parts = joined.split(b",")
+    times = list(map(float, parts[0::3]))
+    amounts = list(map(float, parts[1::3]))
+    # HVALS answers in insertion order while a hash is small (listpack), which is time
+    # order unless events came late: sort only then.
+    if any(a > b for a, b in zip(times, times[1:], strict=False)):
+        order = sorted(range(len(times)), key=times.__getitem__)
+        times = [times[i] for i in order]
+        amounts = [amounts[i] for i in order]
+    return CardHistory(times, amounts)
+
+
+def _pack(*args: str | int) -> bytes:
+    """One command in Redis' protocol, packed in C."""
+    return hiredis.pack_command(args)  # type: ignore[arg-type] # its stub types a 1-tuple
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis' id
+
+    def call(self, keys: Sequence[str], args: Sequence[str]) -> _Call:
+        return _Call(_pack("EVALSHA", self.sha, len(keys), *keys, *args), self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One packed command; ``script`` when it is an EVALSHA (reloaded on NOSCRIPT)."""
+
+    packed: bytes
+    script: _Script | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +184,16 @@ class RedisStore:
         self.spec = spec
         self._secret = card_key_secret
         self._prefix = f"{prefix}:v{spec.version}"
-        self._card = redis.register_script(_CARD)
-        self._terminal = redis.register_script(_TERMINAL)
-        self._label = redis.register_script(_LABEL)
+        self._card = _Script.of(_CARD)
+        self._terminal = _Script.of(_TERMINAL)
+        self._label = _Script.of(_LABEL)
+        self._timeout = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
         self._card_ttl = str(int(spec.card_retention_seconds * 1000))
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
+        # The HMAC was ~8 % of a transaction's cost; active cards come back often.
+        self.card_tag = functools.lru_cache(maxsize=1 << 16)(self._card_tag)
 
-    def card_tag(self, card_id: str) -> str:
+    def _card_tag(self, card_id: str) -> str:
         """The keyed hash that stands for a card id in Redis (and in logs)."""
         return hmac.new(self._secret, card_id.encode(), hashlib.sha256).hexdigest()[:32]
 
@@ -155,37 +212,33 @@ class RedisStore:
         if not transactions:
             return []
         spec = self.spec
-        pipe = self.redis.pipeline(transaction=False)
+        calls = []
         for tx in transactions:
             t = tx.epoch
-            card_trim = t - spec.card_retention_seconds
-            terminal_trim = t - spec.terminal_retention_seconds
-            await self._card(
-                keys=self._card_keys(tx.card_id),
-                args=[
-                    tx.transaction_id,
-                    repr(t),
-                    f"{t!r},{tx.amount!r},{zlib.crc32(tx.terminal_id.encode())}",
-                    repr(card_trim),
-                    repr(card_trim),
-                    self._card_ttl,
-                ],
-                client=pipe,
+            card_trim = repr(t - spec.card_retention_seconds)
+            terminal_trim = repr(t - spec.terminal_retention_seconds)
+            content = f"{t!r},{tx.amount!r},{zlib.crc32(tx.terminal_id.encode())}"
+            calls.append(
+                self._card.call(
+                    self._card_keys(tx.card_id),
+                    [tx.transaction_id, repr(t), content, card_trim, card_trim, self._card_ttl],
+                )
             )
             bounds = [repr(x) for window in terminal_windows(t, spec) for x in window]
-            await self._terminal(
-                keys=self._terminal_keys(tx.terminal_id),
-                args=[
-                    tx.transaction_id,
-                    repr(t),
-                    repr(terminal_trim),
-                    self._terminal_ttl,
-                    repr(terminal_trim),
-                    *bounds,
-                ],
-                client=pipe,
+            calls.append(
+                self._terminal.call(
+                    self._terminal_keys(tx.terminal_id),
+                    [
+                        tx.transaction_id,
+                        repr(t),
+                        terminal_trim,
+                        self._terminal_ttl,
+                        terminal_trim,
+                        *bounds,
+                    ],
+                )
             )
-        replies = await pipe.execute()
+        replies = await self._run(calls)
         results: list[Exchange | DuplicateConflict] = []
         undo = []
         windows = len(spec.terminal_windows_days)
@@ -202,12 +255,10 @@ class RedisStore:
                 if terminal_reply[0] == 1:
                     undo.append(tx)
                 continue
-            card_values = _floats(card_reply[1])  # time, amount, terminal tag, ...
-            card = sorted(zip(card_values[0::3], card_values[1::3], strict=True))
             frauds = _floats(terminal_reply[1 + windows])
             results.append(
                 Exchange(
-                    card=CardHistory([ts for ts, _ in card], [amount for _, amount in card]),
+                    card=_card_history(card_reply[1]),
                     terminal=TerminalHistory(
                         counts=terminal_reply[1 : 1 + windows],
                         fraud_timestamps=frauds[0::2],
@@ -218,27 +269,75 @@ class RedisStore:
             )
         if undo:
             # A conflicting duplicate must not count at a terminal it was never made at.
-            pipe = self.redis.pipeline(transaction=False)
-            for tx in undo:
-                pipe.zrem(self._terminal_keys(tx.terminal_id)[0], tx.transaction_id)
-            await pipe.execute()
+            await self._run(
+                [
+                    _Call(_pack("ZREM", self._terminal_keys(tx.terminal_id)[0], tx.transaction_id))
+                    for tx in undo
+                ]
+            )
         return results
 
     async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
         """Record fraud labels on their terminals (first label of a transaction wins)."""
         if not labels:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for label in labels:
-            keys = self._terminal_keys(label.terminal_id)
-            await self._label(
-                keys=keys[1:],
-                args=[
+        calls = [
+            self._label.call(
+                self._terminal_keys(label.terminal_id)[1:],
+                [
                     label.transaction_id,
                     repr(label.epoch),
                     repr(label.known_epoch),
                     self._terminal_ttl,
                 ],
-                client=pipe,
             )
-        await pipe.execute()
+            for label in labels
+        ]
+        await self._run(calls)
+
+    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
+        """Run the calls in order in one round trip; returns their replies.
+
+        A script Redis does not have (restarted, flushed) fails with NOSCRIPT from that
+        call on; it is loaded and the failed calls are sent again, in order.
+        """
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):
+            missing = []
+            answers = await self._round_trip([calls[i].packed for i in todo])
+            for i, reply in zip(todo, answers, strict=True):
+                if isinstance(reply, NoScriptError) and calls[i].script is not None:
+                    missing.append(i)
+                elif isinstance(reply, ResponseError):
+                    raise reply
+                else:
+                    replies[i] = reply
+            if not missing:
+                return replies
+            for script in {calls[i].script for i in missing}:
+                await self.redis.script_load(script.source)  # type: ignore[union-attr]
+            todo = missing
+        raise NoScriptError("Redis keeps losing the worker's Lua scripts (SCRIPT FLUSH in a loop?)")
+
+    async def _round_trip(self, packed: list[bytes]) -> list[Any]:
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(packed))
+            replies: list[Any] = []
+            try:
+                async with asyncio.timeout(self._timeout):
+                    for _ in packed:
+                        try:
+                            replies.append(await connection.read_response(timeout=math.inf))
+                        except ResponseError as exc:
+                            replies.append(exc)
+            except TimeoutError as exc:
+                raise RedisTimeoutError(f"no answer from Redis in {self._timeout:g} s") from exc
+            return replies
+        except BaseException:
+            await connection.disconnect()  # replies may be left on the wire
+            raise
+        finally:
+            await pool.release(connection)

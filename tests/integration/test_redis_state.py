@@ -117,3 +117,30 @@ def test_redelivery_and_conflicts_on_redis():
     assert sizes == [2]  # the redelivery and the conflict changed nothing
     assert other == 0  # the conflicting copy was not counted at its terminal
     assert all(b"card" not in k for k in card_keys)  # card ids only as keyed hashes
+
+
+def test_late_events_and_lost_scripts():
+    """History comes back in time order after a late event; a SCRIPT FLUSH is survived."""
+
+    async def scenario():
+        redis = Redis.from_url(REDIS_URL)
+        prefix = f"it-{uuid.uuid4().hex[:8]}"
+        store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
+        from datetime import UTC, datetime, timedelta
+
+        t0 = datetime(2018, 5, 1, 12, tzinfo=UTC)
+        late = Transaction("late", "card", "term", 5.0, t0)
+        early = Transaction("early", "card", "term", 7.0, t0 - timedelta(hours=2))
+        now = Transaction("now", "card", "term", 9.0, t0 + timedelta(hours=1))
+        await store.exchange([late, early])  # the earlier one arrives second
+        await redis.script_flush()  # as after a Redis restart without persistence
+        (answer,) = await store.exchange([now])
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+        await redis.delete(*keys)
+        await redis.aclose()
+        return answer, early, late
+
+    answer, early, late = asyncio.run(scenario())
+    assert not isinstance(answer, DuplicateConflict) and not answer.duplicate
+    assert list(answer.card.timestamps) == [early.epoch, late.epoch]
+    assert list(answer.card.amounts) == [7.0, 5.0]

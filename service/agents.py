@@ -1,9 +1,11 @@
-"""The worker's agents: score transactions, record labels, pick up new models.
+"""The worker's parts on the Faust app: score transactions, record labels, new models.
 
-Faust acknowledges a taken batch as soon as the loop asks for the next one, even when the
-body raised. So nothing leaves the loop body before every output of the batch (decision,
-alert, dead letter) is confirmed by the broker: Redis outages are held and retried, a
-failed send is retried, and an unexpected error dead-letters the batch with its reason.
+Transactions come in batches from :class:`service.consumer.BatchConsumer`, which commits a
+batch once :func:`score` returns; labels come through a Faust agent, which acknowledges a
+taken batch as soon as the loop asks for the next one, even when the body raised. So in
+both, nothing returns before every output of the batch (decision, alert, dead letter) is
+confirmed by the broker: Redis outages are held and retried, a failed send is retried, and
+an unexpected error dead-letters the batch with its reason.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
-from service.app import app, models, processor, redis, settings, topics
+from service.app import app, kafka_client_options, models, processor, redis, settings, topics
+from service.consumer import BatchConsumer
 from service.processing import BatchResult, Message, retry_while_unavailable
 from service.records import Source, dead_letter
 
 log = logging.getLogger(__name__)
 
 
-def _messages(events: Sequence[Any]) -> list[Message]:
+def _events_to_messages(events: Sequence[Any]) -> list[Message]:
     return [
         Message(e.value, Source(e.message.topic, e.message.partition, e.message.offset))
         for e in events
@@ -62,17 +65,17 @@ async def _guarded(work: Callable[[], Awaitable[Any]], batch: list[Message], wha
         return [dead_letter(m.value, m.source, reason, at=now) for m in batch]
 
 
-@app.agent(topics.transactions)
-async def score(stream: Any) -> None:
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_seconds):
-        batch = _messages(events)
-        metrics.BATCH_SIZE.observe(len(batch))
-        outcome = await _guarded(partial(processor.transactions, batch), batch, "scoring")
-        if not isinstance(outcome, BatchResult):
-            await _send_all([(settings.topic_dlq, None, d) for d in outcome])
-            continue
-        started = time.perf_counter()
-        sends: list[tuple[str, bytes | None, bytes]] = []
+async def score(batch: list[Message], record_times: list[float]) -> Awaitable[None]:
+    """Decide a batch of transactions and queue its outputs on the producer.
+
+    Returns what to await for the broker's acknowledgement of all of them (sent again
+    while that fails), so the next batch can be decided meanwhile.
+    """
+    metrics.BATCH_SIZE.observe(len(batch))
+    outcome = await _guarded(partial(processor.transactions, batch), batch, "scoring")
+    started = time.perf_counter()
+    sends: list[tuple[str, bytes | None, bytes]] = []
+    if isinstance(outcome, BatchResult):
         for decision in outcome.decisions:
             key = decision.transaction.card_id.encode()
             value = decision.to_json()
@@ -80,18 +83,53 @@ async def score(stream: Any) -> None:
             if decision.action != "approve":
                 sends.append((settings.topic_alerts, key, value))
             metrics.DECISIONS.labels(decision.action).inc()
-        sends += [(settings.topic_dlq, None, d) for d in outcome.dead_letters]
+        outcome = outcome.dead_letters
+    sends += [(settings.topic_dlq, None, d) for d in outcome]
+    try:
+        producer = app.producer
+        queued = [
+            await producer.send(topic, key, value, None, None, None) for topic, key, value in sends
+        ]
+    except Exception as exc:  # noqa: BLE001 - the confirmation below sends them again
+        log.warning("queueing %d records failed (%r)", len(sends), exc)
+        queued = []
+    metrics.STAGE_SECONDS.labels("emit").observe(time.perf_counter() - started)
+    return _confirmed(sends, queued, record_times)
+
+
+async def _confirmed(
+    sends: list[tuple[str, bytes | None, bytes]], queued: list[Any], record_times: list[float]
+) -> None:
+    try:
+        if len(queued) != len(sends):
+            raise RuntimeError("not every record was queued")
+        await asyncio.gather(*queued)
+    except Exception as exc:  # noqa: BLE001 - any send failure: send them all again
+        log.warning("delivery of %d records failed (%r); sending again", len(sends), exc)
         await _send_all(sends)
-        now = time.time()
-        for event in events:
-            metrics.EVENT_TO_DECISION_SECONDS.observe(max(0.0, now - event.message.timestamp))
-        metrics.STAGE_SECONDS.labels("emit").observe(time.perf_counter() - started)
+    now = time.time()
+    for at in record_times:
+        metrics.EVENT_TO_DECISION_SECONDS.observe(max(0.0, now - at))
+
+
+app.service(
+    BatchConsumer(
+        settings.topic_transactions,
+        score,
+        batch_size=settings.batch_size,
+        commit_interval=settings.commit_interval_seconds,
+        group_id=settings.app_id,
+        session_timeout_ms=int(settings.kafka_session_timeout_seconds * 1000),
+        heartbeat_interval_ms=int(settings.kafka_session_timeout_seconds * 250),
+        **kafka_client_options(settings),
+    )
+)
 
 
 @app.agent(topics.labels)
 async def record_labels(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_seconds):
-        batch = _messages(events)
+        batch = _events_to_messages(events)
         dead = await _guarded(partial(processor.labels, batch), batch, "labels")
         metrics.LABELS.inc(len(batch) - len(dead))
         if dead:

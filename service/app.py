@@ -20,7 +20,7 @@ from service.processing import Processor
 from service.settings import Settings
 from service.state import RedisStore
 
-__all__ = ["app", "main", "models", "processor", "settings", "topics"]
+__all__ = ["app", "kafka_client_options", "main", "models", "processor", "settings", "topics"]
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,34 @@ settings = Settings()
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _ssl_context(s: Settings) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(s.kafka_ca_file) if s.kafka_ca_file else None)
+
+
+def kafka_client_options(s: Settings) -> dict[str, Any]:
+    """aiokafka's options for the broker, its security and this worker's client id."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": s.kafka_bootstrap.split(","),
+        "client_id": s.app_id,
+        "security_protocol": s.kafka_security_protocol,
+    }
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(s)
+    if s.kafka_security_protocol.startswith("SASL"):
+        password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else ""
+        options |= {
+            "sasl_mechanism": s.kafka_sasl_mechanism,
+            "sasl_plain_username": s.kafka_sasl_username or "",
+            "sasl_plain_password": password,
+        }
+    return options
+
+
 def _broker_options(s: Settings) -> dict[str, Any]:
+    """The same security for Faust's clients (the labels agent and the producer)."""
     if s.kafka_security_protocol == "PLAINTEXT":
         return {}
-    context = ssl.create_default_context(cafile=str(s.kafka_ca_file) if s.kafka_ca_file else None)
+    context = _ssl_context(s)
     if s.kafka_security_protocol == "SSL":
         return {"broker_credentials": context}
     password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else ""
@@ -46,7 +70,9 @@ def _broker_options(s: Settings) -> dict[str, Any]:
 
 
 app = faust.App(
-    settings.app_id,
+    # Transactions are consumed by the group named app_id (service.consumer); Faust's own
+    # consumer reads the labels in a group of its own.
+    f"{settings.app_id}-labels",
     broker=f"kafka://{settings.kafka_bootstrap}",
     autodiscover=["service.agents"],
     origin="service.app",
@@ -87,7 +113,22 @@ except ModelError as exc:
     # Refuse to start: a wrong model would score every transaction wrongly.
     sys.exit(f"fraud worker refuses to start: {exc}")
 
-redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5.0)
+
+def _redis_options(s: Settings) -> dict[str, Any]:
+    """TLS options for Redis.from_url: the CA of a rediss:// server (FRAUD_REDIS_CA_FILE)."""
+    if s.redis_ca_file is None:
+        return {}
+    if not s.redis_url.get_secret_value().startswith("rediss://"):
+        # redis:// connections take no ssl_* option (TypeError at the first command).
+        sys.exit(
+            "fraud worker refuses to start: FRAUD_REDIS_CA_FILE needs a rediss:// FRAUD_REDIS_URL"
+        )
+    return {"ssl_ca_certs": str(s.redis_ca_file)}
+
+
+redis = Redis.from_url(
+    settings.redis_url.get_secret_value(), socket_timeout=5.0, **_redis_options(settings)
+)
 store = RedisStore(
     redis,
     card_key_secret=settings.card_key_secret.get_secret_value().encode(),

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     kafka_ca_file: Path | None = None
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_ca_file: Path | None = Field(
+        None, description="CA bundle that signed the Redis server's certificate (rediss://)"
+    )
     redis_key_prefix: str = Field("fraud", description="namespace of every Redis key")
     card_key_secret: SecretStr = Field(
         SecretStr("change-me-in-production"),
@@ -44,7 +47,15 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(5.0, gt=0, description="how often to look for a new model")
 
     batch_size: int = Field(500, ge=1, description="most events in one micro-batch")
-    batch_wait_seconds: float = Field(0.005, ge=0, description="longest wait to fill a batch")
+    batch_wait_seconds: float = Field(
+        0.005, ge=0, description="longest wait to fill a batch of labels (transactions never wait)"
+    )
+    commit_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often decided offsets are committed; a crash repeats at most "
+        "this much, answered as duplicates",
+    )
     fail_policy: Literal["hold", "open"] = Field(
         "hold",
         description="when Redis is down: hold (stop, retry, commit nothing) or open (score on "

@@ -7,6 +7,11 @@
 #
 # Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), STACK_DIR (.stack),
 #      KAFKA_HEAP_OPTS (-Xmx512m -Xms512m), KAFKA_START_TIMEOUT seconds (90).
+# Optional (unset: none): KAFKA_EXTRA_PROPERTIES, a file appended to the generated
+#      server.properties (its settings win, e.g. an extra SASL_SSL listener; keep the
+#      PLAINTEXT listener on KAFKA_PORT, 'up' and 'status' probe it), and KAFKA_FORMAT_ARGS,
+#      more arguments for the one-time storage format, split on whitespace, no quoting
+#      (e.g. --add-scram SCRAM-SHA-512=[name=app,password=secret]).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,6 +95,11 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+  if [[ -n ${KAFKA_EXTRA_PROPERTIES:-} ]]; then
+    [[ -r $KAFKA_EXTRA_PROPERTIES ]] || die "KAFKA_EXTRA_PROPERTIES: cannot read $KAFKA_EXTRA_PROPERTIES"
+    { echo "# Appended from $KAFKA_EXTRA_PROPERTIES (later settings win)."
+      cat "$KAFKA_EXTRA_PROPERTIES"; } >>"$CONF"
+  fi
   # log4j2 (Kafka 4 logs via slf4j -> log4j2): broker log to a rolling file, warnings to stdout.
   cat >"$HOME_DIR/log4j2.properties" <<EOF
 appender.file.type=RollingFile
@@ -122,9 +132,11 @@ kjava() { java -Dlog4j2.configurationFile="$HOME_DIR/log4j2.properties" -cp "$LI
 format_once() {
   [[ -f $DATA/meta.properties ]] && return 0
   # --standalone: this node is the sole KRaft voter (dynamic quorum, KIP-853).
-  local cluster_id
+  local cluster_id extra=()
+  # read, not an unquoted expansion: no globbing of e.g. SCRAM-SHA-512=[name=...]
+  if [[ -n ${KAFKA_FORMAT_ARGS:-} ]]; then read -r -a extra <<<"$KAFKA_FORMAT_ARGS"; fi
   cluster_id=$(kjava kafka.tools.StorageTool random-uuid)
-  kjava kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$CONF" >/dev/null
+  kjava kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$CONF" "${extra[@]}" >/dev/null
   echo "$CONTROLLER_PORT" >"$HOME_DIR/formatted.controller-port"
   echo "kafka.sh: formatted $DATA (cluster id $cluster_id)"
 }

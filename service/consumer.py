@@ -1,0 +1,165 @@
+"""The transactions consumer: whole fetches from aiokafka, committed once decided.
+
+Faust's agents deliver one event at a time through its conductor, channel queue and stream
+(and acknowledge each); measured on this service that machinery cost about 95 µs of CPU
+per transaction, more than the Redis round trip, the features and the model together
+(docs/benchmarks.md). So the hot topic is read here instead, as a service of the Faust
+app: ``getmany`` hands over everything fetched (up to ``batch_size``) in one list, the
+batch is decided and its outputs acknowledged by the broker, and only then do its offsets
+count as done. Done offsets are committed every ``commit_interval`` seconds (a commit per
+batch is a round trip that small batches cannot afford), on a rebalance and on stop.
+Batches form by themselves: one event when traffic is light (no waiting to fill a batch),
+hundreds under load.
+
+At-least-once, as before: a worker that dies before a commit has the batches since the
+last one delivered again, and the store answers those transactions as duplicates (same
+decision, ``duplicate: true``). On a rebalance the partitions are released only after the
+batch in hand is decided and committed, so a clean hand-over repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mode
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from service.processing import Message
+from service.records import Source
+
+__all__ = ["BatchConsumer"]
+
+log = logging.getLogger(__name__)
+
+# handle(messages, record times) decides a batch and returns what to await for its outputs
+# to be acknowledged by the broker.
+Handler = Callable[[list[Message], list[float]], Awaitable[Awaitable[None]]]
+
+
+class _ReleaseAfterBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: BatchConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.owner.lock:  # the batch in hand is decided first
+            await self.owner.commit()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner.forget_all_but(assigned)
+        log.info(
+            "transactions: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        )
+
+
+class BatchConsumer(mode.Service):  # type: ignore[misc]
+    """Feed ``handle(messages, record_times)`` with batches of one topic; commit after it."""
+
+    def __init__(
+        self,
+        topic: str,
+        handle: Handler,
+        *,
+        batch_size: int,
+        commit_interval: float = 1.0,
+        stop_timeout: float = 30.0,
+        **kafka: Any,
+    ) -> None:
+        super().__init__()  # the app attaches it to its tree: a crash here stops the worker
+        self.topic = topic
+        self.handle = handle
+        self.batch_size = batch_size
+        self.commit_interval = commit_interval
+        self.stop_timeout = stop_timeout
+        self.kafka = kafka
+        self.lock = asyncio.Lock()  # held while a batch is decided and by a rebalance
+        self._in_flight: tuple[asyncio.Future[None], dict[TopicPartition, int]] | None = None
+        self._done: dict[TopicPartition, int] = {}  # decided and delivered, not committed
+        self._committed_at = time.monotonic()
+        self._loop_done = asyncio.Event()
+
+    async def on_start(self) -> None:
+        # Made here, in the worker's event loop.
+        self._consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **self.kafka
+        )
+        self._consumer.subscribe([self.topic], listener=_ReleaseAfterBatch(self))
+        await self._consumer.start()
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        # Finish the batch in hand and commit it, then leave the group.
+        try:
+            await asyncio.wait_for(self._loop_done.wait(), self.stop_timeout)
+        except TimeoutError:
+            log.warning(
+                "transactions: batch not finished in %.0f s; stopping anyway", self.stop_timeout
+            )
+        await self.commit()
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        try:
+            while not self.should_stop:
+                fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                async with self.lock:
+                    if fetched and not self.should_stop:
+                        await self._batch(fetched)
+                    else:
+                        await self._settle()
+                    if time.monotonic() - self._committed_at >= self.commit_interval:
+                        await self.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never consume on as a zombie
+            log.exception("transactions consumer failed; stopping the worker")
+            await self.crash(exc)
+        finally:
+            self._loop_done.set()
+
+    async def _batch(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        messages, times = [], []
+        for records in fetched.values():
+            for r in records:
+                messages.append(Message(r.value, Source(r.topic, r.partition, r.offset)))
+                times.append(r.timestamp / 1000.0)
+        delivered = asyncio.ensure_future(await self.handle(messages, times))
+        # This batch's outputs travel while the previous batch's acknowledgements are awaited.
+        await self._settle()
+        self._in_flight = delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
+
+    async def _settle(self) -> None:
+        """Wait until the batch in flight is delivered; its offsets are then done."""
+        if self._in_flight is not None:
+            delivered, offsets = self._in_flight
+            await delivered
+            self._in_flight = None
+            self._done.update(offsets)
+
+    def forget_all_but(self, assigned: Any) -> None:
+        """Drop uncommitted offsets of partitions that now belong to another worker."""
+        self._done = {tp: offset for tp, offset in self._done.items() if tp in assigned}
+
+    async def commit(self) -> None:
+        """Commit the offsets of every decided and delivered batch."""
+        await self._settle()
+        self._committed_at = time.monotonic()
+        if not self._done:
+            return
+        offsets, self._done = self._done, {}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Kept for the next try; if the group moved on meanwhile, the new owner gets
+            # these again and answers them as duplicates.
+            for tp, offset in offsets.items():
+                self._done.setdefault(tp, offset)
+            log.warning(
+                "transactions: commit failed (%r); the batches since the last "
+                "commit will be delivered again",
+                exc,
+            )

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint bench bench-quick chaos clean
+.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint bench bench-quick soak chaos clean
 
 help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
@@ -65,6 +65,10 @@ bench: $(INSTALLED) up
 
 bench-quick: $(INSTALLED) up
 	$(PY) -m fraudtools.bench --quick
+
+# Ten minutes at half the highest rate make bench sustained: reports/soak.{json,md,png}.
+soak: $(INSTALLED) up
+	$(PY) -m fraudtools.soak
 
 # Fault scenarios on a private Kafka and Redis: reports/chaos.{json,md}, docs/reliability.md.
 chaos: $(INSTALLED)

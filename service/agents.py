@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -76,13 +77,16 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
     started = time.perf_counter()
     sends: list[tuple[str, bytes | None, bytes]] = []
     if isinstance(outcome, BatchResult):
+        actions: Counter[str] = Counter()
         for decision in outcome.decisions:
             key = decision.transaction.card_id.encode()
             value = decision.to_json()
             sends.append((settings.topic_decisions, key, value))
             if decision.action != "approve":
                 sends.append((settings.topic_alerts, key, value))
-            metrics.DECISIONS.labels(decision.action).inc()
+            actions[decision.action] += 1
+        for action, n in actions.items():
+            metrics.DECISIONS.labels(action).inc(n)
         outcome = outcome.dead_letters
     sends += [(settings.topic_dlq, None, d) for d in outcome]
     try:

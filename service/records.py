@@ -8,6 +8,7 @@ every format are in ``docs/schemas/``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def decode_label(payload: bytes | None) -> LabelEvent:
     return parse_label(_decode(payload, "label"))
 
 
+@functools.lru_cache(maxsize=4)  # a batch's decisions share their decision time
+def _instant(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     transaction: Transaction
@@ -92,9 +98,7 @@ class Decision:
                 "score": round(self.score, 6),
                 "action": self.action,
                 "model_version": self.model_version,
-                "decided_at": datetime.fromtimestamp(self.decided_at, UTC).isoformat(
-                    timespec="milliseconds"
-                ),
+                "decided_at": _instant(self.decided_at),
                 "duplicate": self.duplicate,
                 "degraded": self.degraded,
                 **extra,

@@ -256,6 +256,37 @@ class Watched:
         }
 
 
+@dataclass
+class Arrivals:
+    """A consumer in its own process stamping each record's arrival on ``topic``."""
+
+    process: Any
+    conn: Any
+    stop: Any
+    received: Any  # shared count of records so far
+
+    @classmethod
+    async def start(cls, bootstrap: str, topic: str) -> Arrivals:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        stop, received = ctx.Event(), ctx.Value("q", 0)
+        process = ctx.Process(target=arrivals_process, daemon=True,
+                              args=(bootstrap, topic, child, stop, received))
+        process.start()
+        if not await asyncio.to_thread(parent.poll, 60) or parent.recv() != "ready":
+            raise BenchError(f"the consumer of {topic} did not start within 60 s")
+        return cls(process, parent, stop, received)
+
+    async def collect(self) -> list[tuple[str, float]]:
+        """Stop it; every (transaction id, arrival time) it saw."""
+        self.stop.set()
+        got = await asyncio.to_thread(lambda: self.conn.recv() if self.conn.poll(120) else None)
+        self.process.join(30)
+        if got is None:
+            raise BenchError("the arrival consumer sent nothing back")
+        return list(got)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, plan: Plan) -> None:
         self.args, self.plan = args, plan
@@ -395,6 +426,33 @@ class Bench:
         _log(f"limit: {self.result['limit_eps']:,} records/s")
         await delete_topics(self.bootstrap, list(topics.values()))
 
+    async def phase_floor(self, records: Any) -> None:
+        """One Kafka hop (producer, acks all, to a consumer in another process) at 1,000/s:
+        the floor under the latency figures, as a decision takes two hops and the worker."""
+        topic = f"{self.run_id}-floor"
+        await create_topics(self.bootstrap, [topic])
+        arrivals = await Arrivals.start(self.bootstrap, topic)
+        self.children.append(arrivals.process)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        try:
+            sent_at = await send_paced(producer, records, rate=1_000, transactions=topic,
+                                       labels=topic)
+            deadline = time.monotonic() + 30
+            while arrivals.received.value < len(sent_at) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+        first: dict[str, float] = {}
+        for tx_id, at in await arrivals.collect():
+            first.setdefault(tx_id, at)
+        lat = [(first[i] - t) * 1000 for i, t in sent_at.items() if i in first]
+        self.result["kafka_hop_ms"] = {**_percentiles(lat), "rate": 1_000, "sent": len(sent_at),
+                                       "received": len(lat)}
+        _log(f"floor: one Kafka hop at 1,000/s: p50 {self.result['kafka_hop_ms']['p50']} "
+             f"p99 {self.result['kafka_hop_ms']['p99']} ms")
+        await delete_topics(self.bootstrap, [topic])
+
     async def phase_throughput(self, backlog: Any) -> tuple[Worker, dict[str, str]]:
         topics = self.topics("main")
         await create_topics(self.bootstrap, list(topics.values()))
@@ -443,15 +501,9 @@ class Bench:
 
     async def phase_latency(self, w: Worker, topics: dict[str, str]) -> None:
         plan = self.plan
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        stop, received = ctx.Event(), ctx.Value("q", 0)
-        consumer = ctx.Process(target=arrivals_process, daemon=True,
-                               args=(self.bootstrap, topics["decisions"], child, stop, received))
-        consumer.start()
-        self.children.append(consumer)
-        if not await asyncio.to_thread(parent.poll, 60) or parent.recv() != "ready":
-            raise BenchError("the decision consumer did not start within 60 s")
+        arrivals = await Arrivals.start(self.bootstrap, topics["decisions"])
+        self.children.append(arrivals.process)
+        consumer, received = arrivals.process, arrivals.received
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await producer.start()
         phases: list[dict[str, Any]] = []
@@ -501,14 +553,9 @@ class Bench:
                 await asyncio.sleep(1.0)
         finally:
             await producer.stop()
-            stop.set()
-        arrivals = await asyncio.to_thread(lambda: parent.recv() if parent.poll(120) else None)
-        consumer.join(30)
-        if arrivals is None:
-            raise BenchError("the decision consumer sent nothing back")
         first: dict[str, float] = {}
         seen: dict[str, int] = {}
-        for tx_id, at in arrivals:
+        for tx_id, at in await arrivals.collect():
             seen[tx_id] = seen.get(tx_id, 0) + 1
             first.setdefault(tx_id, at)
         latency_ms: dict[str, Any] = {}
@@ -751,6 +798,7 @@ class Bench:
                                "records": len(d.records)}
         backlog = self.take(plan.throughput)
         await self.phase_limit(backlog)
+        await self.phase_floor(backlog.transactions_only().head(int(1_000 * plan.seconds)))
         worker, topics = await self.phase_throughput(backlog)
         await self.phase_latency(worker, topics)
         worker.stop()

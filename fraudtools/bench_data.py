@@ -36,6 +36,10 @@ class Slice:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def head(self, n: int) -> Slice:
+        """The first ``n`` records."""
+        return Slice(self.is_tx[:n], self.keys[:n], self.values[:n], self.ids[:n])
+
     @property
     def transactions(self) -> int:
         return sum(self.is_tx)

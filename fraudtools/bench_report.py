@@ -35,6 +35,9 @@ def summary(r: dict[str, Any]) -> str:
         f"{_n(r['baseline_eps'])}/s ({r['batching_speedup']:.1f}x)   two workers "
         f"{_n(r['two_workers_eps'])}/s",
     ]
+    hop = r.get("kafka_hop_ms") or {}
+    lines.append(f"  floor: one Kafka hop at 1,000/s: p50 {hop.get('p50')} p99 {hop.get('p99')} ms "
+                 "(a decision takes two)")
     for rate in _rates(r):
         e = r["latency_ms"][rate]
         lines.append(f"  {int(rate):>6,}/s offered, {_n(e['achieved_eps'])}/s achieved: p50 "
@@ -92,6 +95,11 @@ def markdown(r: dict[str, Any], png: str) -> str:
         "",
         f"![latency against offered rate]({png})",
         "",
+        f"Floor: one Kafka hop (producer, acks all → a consumer in another process) at 1,000/s "
+        f"took p50 {(r.get('kafka_hop_ms') or {}).get('p50')} ms, p99 "
+        f"{(r.get('kafka_hop_ms') or {}).get('p99')} ms in this run; a decision takes two hops "
+        "plus the worker.",
+        "",
         "| offered /s | achieved /s | p50 | p95 | p99 | max | sustained | mean batch | worker ms "
         "per event (decode, redis, features, model, emit) |",
         "|---:|---:|---:|---:|---:|---:|:---:|---:|---|",
@@ -111,8 +119,8 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"Mean batch {_n(st['mean_batch_size'], 1)} events. Per event: "
         + ", ".join(f"{s} {_n(st['ms_per_event'].get(s), 4)} ms" for s in STAGES)
         + f" — {_n(st['ms_per_event_total'], 4)} ms in the stages against "
-        f"{1000 / r['throughput_eps']:.4f} ms of wall time per decision; the rest is Faust, "
-        "the Kafka consumer and the event loop.",
+        f"{1000 / r['throughput_eps']:.4f} ms of wall time per decision; the rest is the "
+        "Kafka consumer and producer, the event loop and waiting for Redis.",
         "",
         "## Cost (CPU from /proc, core-seconds per million decisions)",
         "",

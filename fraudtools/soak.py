@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing
 import signal
 import sys
 import time
@@ -32,8 +31,8 @@ from redis import Redis
 
 from fraudtools import bench_data
 from fraudtools import bench_system as system
-from fraudtools.bench import QUICK, Bench, _log, _percentiles
-from fraudtools.bench_kafka import BenchError, arrivals_process, create_topics, preload, runner
+from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles
+from fraudtools.bench_kafka import BenchError, create_topics, preload, runner
 from fraudtools.bench_kafka import send_paced as send_paced_records
 
 __all__ = ["main"]
@@ -82,15 +81,9 @@ class Soak(Bench):
         await self.watch(topics["decisions"], warm.transactions, self.cpu_pids(worker=worker.pid),
                          what="warm-up", alive=[worker])
 
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        stop, received = ctx.Event(), ctx.Value("q", 0)
-        consumer = ctx.Process(target=arrivals_process, daemon=True,
-                               args=(self.bootstrap, topics["decisions"], child, stop, received))
-        consumer.start()
-        self.children.append(consumer)
-        if not await asyncio.to_thread(parent.poll, 60) or parent.recv() != "ready":
-            raise BenchError("the decision consumer did not start within 60 s")
+        arrivals = await Arrivals.start(self.bootstrap, topics["decisions"])
+        self.children.append(arrivals.process)
+        received = arrivals.received
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await producer.start()
         windows: list[dict[str, Any]] = []
@@ -126,12 +119,7 @@ class Soak(Bench):
                 await asyncio.sleep(0.2)
         finally:
             await producer.stop()
-            stop.set()
-        arrivals = await asyncio.to_thread(lambda: parent.recv() if parent.poll(120) else None)
-        consumer.join(30)
-        if arrivals is None:
-            raise BenchError("the decision consumer sent nothing back")
-        return self.summarise(windows, arrivals, rate)
+        return self.summarise(windows, await arrivals.collect(), rate)
 
     def summarise(self, windows: list[dict[str, Any]], arrivals: list[tuple[str, float]],
                   rate: float) -> dict[str, Any]:

@@ -56,22 +56,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from fraudtools import bench_system as system
 from fraudtools.bench_kafka import (
-    PARTITIONS,
     BenchError,
     Decisions,
     arrivals_process,
-    create_topics,
-    delete_groups,
-    delete_topics,
     end_total,
-    group_members,
-    list_topics,
     preload,
     read_decisions,
     runner,
     send_paced,
 )
-from fraudtools.worker_process import free_port
+from fraudtools.kafka_admin import (
+    PARTITIONS,
+    KafkaNotReady,
+    create_topics,
+    delete_groups,
+    delete_topics,
+    group_members,
+    list_topics,
+)
+from fraudtools.worker_process import WorkerProcess, free_port
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 
@@ -163,22 +166,13 @@ def stage_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
     }
 
 
-class Worker:
-    """The real worker with FRAUD_* settings, started as a user starts it:
-    ``python -m service``."""
+class Worker(WorkerProcess):
+    """The real worker process (:class:`WorkerProcess`) with what the bench asks of it."""
 
     def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
-        self.name, self.env, self.log = name, env, log
-        self.port = int(env["FRAUD_WEB_PORT"])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "service"],
-                                            cwd=ROOT,
-                                            env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        return self
+        log.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(env, log)
+        self.name = name
 
     @property
     def pid(self) -> int:
@@ -186,37 +180,23 @@ class Worker:
         return self.process.pid
 
     def check(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-1500:]
+        if self.process is not None and not self.alive():
             raise BenchError(f"worker {self.name} exited with {self.process.returncode}; "
-                             f"log {self.log}:\n{tail}")
-
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-            return bytes(r.read())
+                             f"log {self.log_path}:\n{self.tail(1500)}")
 
     async def healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check()
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._get, "/health")
-                return
-            await asyncio.sleep(0.3)
-        raise BenchError(f"worker {self.name} not healthy after {timeout:.0f} s; see {self.log}")
+        try:
+            await asyncio.to_thread(self.wait_ready, timeout)
+        except RuntimeError as exc:
+            raise BenchError(f"worker {self.name}: {exc}") from None
 
     async def metrics(self) -> dict[str, float]:
-        return parse_metrics((await asyncio.to_thread(self._get, "/metrics")).decode())
+        def get() -> bytes:
+            url = f"http://127.0.0.1:{self.web_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return bytes(r.read())
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        return parse_metrics((await asyncio.to_thread(get)).decode())
 
 
 # ------------------------------------------------------------------------------ the run
@@ -959,7 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         result = runner()(bench.run())
-    except BenchError as exc:
+    except (BenchError, KafkaNotReady) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,5 +1,6 @@
-"""Kafka for the benchmark: topics, pre-loading a backlog, paced sending, reading decisions
-back, watching progress, and the consumer process that timestamps decisions as they arrive.
+"""Kafka for the benchmark: pre-loading a backlog, paced sending, reading decisions back,
+and the consumer process that timestamps decisions as they arrive (topics and groups are
+in :mod:`fraudtools.kafka_admin`).
 
 Everything here is bounded: every wait has a deadline and fails with what it saw.
 """
@@ -7,115 +8,31 @@ Everything here is bounded: every wait has a deadline and fails with what it saw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from fraudtools.bench_data import Slice
+from fraudtools.kafka_admin import PARTITIONS
 
 __all__ = [
     "BenchError",
     "Decisions",
     "arrivals_process",
-    "create_topics",
-    "delete_groups",
-    "delete_topics",
     "end_total",
-    "group_members",
-    "list_topics",
     "preload",
     "read_decisions",
     "send_paced",
 ]
 
-PARTITIONS = 4
 
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says what was seen and what to do."""
-
-
-async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
-    return admin
-
-
-async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    admin = await _admin(bootstrap)
-    try:
-        await admin.create_topics(
-            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-        )
-    finally:
-        await admin.close()
-    # Wait until every partition has a leader: a send before that is retried, noisily.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
-            known = consumer._client.cluster  # noqa: SLF001
-            leaders = [known.leader_for_partition(TopicPartition(n, p))
-                       for n in names for p in range(PARTITIONS)]
-            if all(leader is not None and leader >= 0 for leader in leaders):
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"topics {list(names)} not ready after 30 s")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
-
-
-async def list_topics(bootstrap: str) -> list[str]:
-    admin = await _admin(bootstrap)
-    try:
-        return list(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
-    if not names:
-        return
-    admin = await _admin(bootstrap)
-    try:
-        await admin.delete_topics(list(names))
-    finally:
-        await admin.close()
-
-
-async def delete_groups(bootstrap: str, groups: Sequence[str]) -> None:
-    """Remove the benchmark's (empty) consumer groups; best effort."""
-    from aiokafka.protocol.admin import DeleteGroupsRequest
-
-    admin = await _admin(bootstrap)
-    try:
-        for group in groups:
-            with contextlib.suppress(Exception):
-                node = await admin.find_coordinator(group)
-                await admin._send_request(DeleteGroupsRequest([group]), node)  # noqa: SLF001
-    finally:
-        await admin.close()
-
-
-async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
-    """(state, number of members) of a consumer group."""
-    admin = await _admin(bootstrap)
-    try:
-        [response] = await admin.describe_consumer_groups([group])
-        described = response.groups[0]
-        return str(described[2]), len(described[5])
-    finally:
-        await admin.close()
 
 
 async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: str) -> float:

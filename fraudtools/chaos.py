@@ -54,8 +54,8 @@ from redis import Redis
 
 from fraudcore import FEATURE_NAMES, SPEC, InMemoryStore, LabelEvent, Transaction
 from fraudcore.features import CardHistory, TerminalHistory, compute
-from fraudtools.bench_kafka import create_topics, delete_topics
 from fraudtools.feed import Record, feed
+from fraudtools.kafka_admin import create_topics, delete_topics
 from fraudtools.worker_process import WorkerProcess, free_port
 from training import generator
 from training.dataset import label_events, normalise

@@ -24,8 +24,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from fraudtools.bench_kafka import create_topics, delete_topics
 from fraudtools.feed import Record, feed
+from fraudtools.kafka_admin import create_topics, delete_topics
 from fraudtools.producer import TopicNames, send_records
 from fraudtools.worker_process import ROOT, WorkerProcess, free_port
 from training import generator

@@ -32,8 +32,9 @@ from redis import Redis
 from fraudtools import bench_data
 from fraudtools import bench_system as system
 from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles
-from fraudtools.bench_kafka import BenchError, create_topics, preload, runner
+from fraudtools.bench_kafka import BenchError, preload, runner
 from fraudtools.bench_kafka import send_paced as send_paced_records
+from fraudtools.kafka_admin import KafkaNotReady, create_topics
 
 __all__ = ["main"]
 
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         result = runner()(soak.run())
-    except BenchError as exc:
+    except (BenchError, KafkaNotReady) as exc:
         print(f"soak failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

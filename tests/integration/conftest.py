@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
 
-from fraudtools.bench_kafka import create_topics, delete_topics
+from fraudtools.kafka_admin import create_topics, delete_topics
 from fraudtools.worker_process import WorkerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,10 @@ __all__ = [
     "EVENT_TO_DECISION_SECONDS",
     "LABELS",
     "MODEL_INFO",
+    "RECORDED_LATE",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
+    "UNRECORDED_DROPPED",
 ]
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -24,6 +26,12 @@ DEAD_LETTERS = Counter(
 )
 LABELS = Counter("fraud_labels_total", "Fraud labels recorded")
 DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made without state (fail-open)")
+RECORDED_LATE = Counter(
+    "fraud_recorded_late_total", "Degraded transactions recorded in Redis once it was back"
+)
+UNRECORDED_DROPPED = Counter(
+    "fraud_unrecorded_dropped_total", "Degraded transactions never recorded (backlog full)"
+)
 STATE_UNAVAILABLE = Counter("fraud_state_unavailable_total", "Batches held because Redis was down")
 STAGE_SECONDS = Histogram(
     "fraud_stage_seconds", "Time per batch in each stage", ["stage"], buckets=_FAST

@@ -29,6 +29,9 @@ __all__ = ["BatchResult", "Message", "Processor", "StateUnavailable"]
 log = logging.getLogger(__name__)
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Transactions decided on empty history (fail-open) kept to be recorded once Redis is
+#: back; beyond this many the oldest are dropped (and counted), so memory stays bounded.
+MAX_UNRECORDED = 200_000
 
 
 class StateUnavailable(Exception):
@@ -66,6 +69,7 @@ class Processor:
         self.include_features = include_features
         self.max_future_seconds = max_future_seconds
         self.clock = clock
+        self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet in Redis
 
     async def transactions(self, batch: Sequence[Message]) -> BatchResult:
         result = BatchResult()
@@ -96,6 +100,7 @@ class Processor:
 
         degraded = False
         try:
+            await self._record_unrecorded()
             exchanges: Sequence[Exchange | DuplicateConflict] = await self.store.exchange(
                 [tx for tx, _ in valid]
             )
@@ -106,6 +111,7 @@ class Processor:
                 "Redis unavailable, deciding %d events on empty history: %s", len(valid), exc
             )
             metrics.DEGRADED.inc(len(valid))
+            self._keep_unrecorded([tx for tx, _ in valid])
             no_counts = [0] * len(SPEC.terminal_windows_days)
             empty = Exchange(CardHistory(), TerminalHistory(counts=no_counts), duplicate=False)
             exchanges, degraded = [empty] * len(valid), True
@@ -143,6 +149,26 @@ class Processor:
             )
         metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - computed)
         return result
+
+    def _keep_unrecorded(self, transactions: list[Transaction]) -> None:
+        self._unrecorded += transactions
+        excess = len(self._unrecorded) - MAX_UNRECORDED
+        if excess > 0:
+            del self._unrecorded[:excess]
+            metrics.UNRECORDED_DROPPED.inc(excess)
+            log.error(
+                "fail-open backlog full: %d degraded transactions will never be recorded in Redis",
+                excess,
+            )
+
+    async def _record_unrecorded(self) -> None:
+        """Record the transactions decided while Redis was down, in their order, before any
+        newer one: later features then count them as an uninterrupted run would."""
+        while self._unrecorded:
+            chunk = self._unrecorded[:500]
+            await self.store.exchange(chunk)  # the answers were given already, degraded
+            del self._unrecorded[: len(chunk)]
+            metrics.RECORDED_LATE.inc(len(chunk))
 
     async def labels(self, batch: Sequence[Message]) -> list[bytes]:
         """Record a batch of label events; returns the dead letters."""

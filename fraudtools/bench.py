@@ -676,13 +676,17 @@ class Bench:
                     pipe.memory_usage(k, samples=0)
                 sizes += pipe.execute()
             card, terminal = {}, {}
-            card_bytes = terminal_bytes = 0
+            card_bytes = terminal_bytes = id_bytes = id_keys = 0
             entries = {"card": [], "terminal": []}
             tx_keys = {"card": [], "terminal": []}
             for key, size in zip(keys, sizes, strict=True):
-                parts = key.decode().split(":")
-                # prefix : v<spec> : c|t : {id} : kind
-                kind, ident, what = parts[-3], parts[-2], parts[-1]
+                # prefix : v<spec> : c|t : {id} : what, or prefix : v<spec> : id : {tx id}
+                _, _, kind, rest = key.decode().split(":", 3)
+                if kind == "id":  # the index of transaction ids: a cost of the cards
+                    id_bytes += size or 0
+                    id_keys += 1
+                    continue
+                ident, what = rest.rsplit(":", 1)
                 if kind == "c":
                     card[ident] = 1
                     card_bytes += size or 0
@@ -702,7 +706,12 @@ class Bench:
         finally:
             client.close()
         cards, terminals = len(card), len(terminal)
-        per_card = card_bytes / cards if cards else None
+        # The id index expires by the clock (a card's 33 days), not by event time: a run
+        # replaying weeks in minutes holds every id it sent. What a card carries in steady
+        # state is one id key per transaction in its history.
+        per_id = id_bytes / id_keys if id_keys else 0.0
+        held = float(np.mean(entries["card"])) if entries["card"] else 0.0
+        per_card = card_bytes / cards + per_id * held if cards else None
         per_terminal = terminal_bytes / terminals if terminals else None
         ratio = terminals / cards if cards else 0
         delta = used - self.redis_used_start
@@ -723,6 +732,8 @@ class Bench:
         self.result["redis"] = {
             "keys": len(keys), "cards": cards, "terminals": terminals,
             "bytes_cards": card_bytes, "bytes_terminals": terminal_bytes,
+            "bytes_id_index": id_bytes, "id_keys": id_keys,
+            "bytes_per_id_key": round(per_id, 1),
             "mean_transactions_per_card_key": round(float(np.mean(entries["card"])), 1)
             if entries["card"] else None,
             "mean_transactions_per_terminal_key": round(float(np.mean(entries["terminal"])), 1)

@@ -133,6 +133,7 @@ store = RedisStore(
     redis,
     card_key_secret=settings.card_key_secret.get_secret_value().encode(),
     prefix=settings.redis_key_prefix,
+    ids=settings.unique_ids_across_cards,
 )
 processor = Processor(
     store,

@@ -98,12 +98,28 @@ class Processor:
         if not valid:
             return result
 
+        # Features are computed part by part as Redis answers, while it runs the rest.
+        rows: list[list[float]] = []
+        scored: list[tuple[Transaction, bool]] = []
+        conflicts: list[tuple[Message, str]] = []
+        feature_seconds = 0.0
+
+        def take(part: Sequence[Exchange | DuplicateConflict]) -> None:
+            nonlocal feature_seconds
+            begin = time.perf_counter()
+            done = len(scored) + len(conflicts)
+            for (tx, message), exchange in zip(valid[done:], part, strict=False):
+                if isinstance(exchange, DuplicateConflict):
+                    conflicts.append((message, str(exchange)))
+                else:
+                    rows.append(compute(tx, exchange.card, exchange.terminal))
+                    scored.append((tx, exchange.duplicate))
+            feature_seconds += time.perf_counter() - begin
+
         degraded = False
         try:
             await self._record_unrecorded()
-            exchanges: Sequence[Exchange | DuplicateConflict] = await self.store.exchange(
-                [tx for tx, _ in valid]
-            )
+            await self.store.exchange([tx for tx, _ in valid], on_part=take)
         except REDIS_DOWN as exc:
             if self.fail_policy == "hold":
                 raise StateUnavailable(str(exc)) from exc
@@ -113,20 +129,15 @@ class Processor:
             metrics.DEGRADED.inc(len(valid))
             self._keep_unrecorded([tx for tx, _ in valid])
             no_counts = [0] * len(SPEC.terminal_windows_days)
-            empty = Exchange(CardHistory(), TerminalHistory(counts=no_counts), duplicate=False)
-            exchanges, degraded = [empty] * len(valid), True
-        fetched = time.perf_counter()
-        metrics.STAGE_SECONDS.labels("redis").observe(fetched - decoded)
-
-        rows, scored = [], []
-        for (tx, message), exchange in zip(valid, exchanges, strict=True):
-            if isinstance(exchange, DuplicateConflict):
-                self._dead(result, message, str(exchange))
-                continue
-            rows.append(compute(tx, exchange.card, exchange.terminal))
-            scored.append((tx, exchange.duplicate))
+            empty = TerminalHistory(counts=no_counts)
+            rows = [compute(tx, CardHistory(), empty) for tx, _ in valid]
+            scored = [(tx, False) for tx, _ in valid]
+            conflicts, degraded = [], True
+        for message, reason in conflicts:
+            self._dead(result, message, reason)
         computed = time.perf_counter()
-        metrics.STAGE_SECONDS.labels("features").observe(computed - fetched)
+        metrics.STAGE_SECONDS.labels("redis").observe(computed - decoded - feature_seconds)
+        metrics.STAGE_SECONDS.labels("features").observe(feature_seconds)
         if not rows:
             return result
 

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(5.0, gt=0, description="longest backoff between retries")
 
+    unique_ids_across_cards: bool = Field(
+        True,
+        description="dead-letter a transaction id already used by another card (one more Redis "
+        "key per transaction, kept as long as a card's history)",
+    )
+
     include_features: bool = Field(
         False, description="add the feature vector to every decision (audit, parity checks)"
     )

@@ -1,9 +1,10 @@
 """Card and terminal state in Redis, with the semantics of ``fraudcore.InMemoryStore``.
 
-One batch costs one round trip: a pipeline with, for each transaction, one Lua call on
-the card's keys and one on the terminal's keys (each Lua call is atomic, and each touches
-keys of a single hash tag, so it stays on one shard of a Redis Cluster). Redis runs them
-in order, so a card's second transaction in a batch sees its first.
+One batch costs one round trip: a pipeline with, for each transaction, a ``SET NX GET`` on
+its id (which card used it first), one Lua call on the card's keys and one on the
+terminal's keys (each Lua call is atomic, and each touches keys of a single hash tag, so it
+stays on one shard of a Redis Cluster). Redis runs them in order, so a card's second
+transaction in a batch sees its first.
 
 The pipeline is packed by hiredis (C) and written on one pooled redis-py connection, and the
 replies are read back under one timeout: redis-py's own pipeline packs in Python, checks
@@ -19,6 +20,8 @@ Keys (``P`` = prefix and feature-spec version)::
     P:t:{<terminal id>}:tx         ZSET  transaction id -> time
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
     P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
+    P:id:{<transaction id>}        STRING the first card (keyed hash, 16 digits) with this id,
+                                         kept as long as a card's history (``ids=True``)
 
 Every key is trimmed to the spec's retention, relative to the transaction being scored,
 and expires after it, so memory is bounded. Card ids appear only as keyed hashes.
@@ -32,7 +35,7 @@ import hashlib
 import hmac
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +48,11 @@ from fraudcore import SPEC, CardHistory, FeatureSpec, LabelEvent, TerminalHistor
 from fraudcore.errors import DuplicateConflict
 from fraudcore.features import terminal_windows
 
-__all__ = ["Exchange", "RedisStore"]
+__all__ = ["PART", "Exchange", "RedisStore"]
+
+#: Transactions answered at a time by :meth:`RedisStore.exchange` while the rest of the batch
+#: is still running in Redis.
+PART = 100
 
 # KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
 # Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,tag,time,..."}
@@ -179,9 +186,11 @@ class RedisStore:
         card_key_secret: bytes,
         prefix: str = "fraud",
         spec: FeatureSpec = SPEC,
+        ids: bool = True,
     ) -> None:
         self.redis = redis
         self.spec = spec
+        self.ids = ids  # index ids across cards: the same id with another card is refused
         self._secret = card_key_secret
         self._prefix = f"{prefix}:v{spec.version}"
         self._card = _Script.of(_CARD)
@@ -206,9 +215,15 @@ class RedisStore:
         return [f"{base}:tx", f"{base}:fraud", f"{base}:known"]
 
     async def exchange(
-        self, transactions: Sequence[Transaction]
+        self,
+        transactions: Sequence[Transaction],
+        on_part: Callable[[list[Exchange | DuplicateConflict]], None] | None = None,
     ) -> list[Exchange | DuplicateConflict]:
-        """For each transaction in order: its histories before it, then it is recorded."""
+        """For each transaction in order: its histories before it, then it is recorded.
+
+        ``on_part`` gets the answers in order, ``PART`` transactions at a time, as they
+        arrive: the caller works on them while Redis runs the rest of the batch.
+        """
         if not transactions:
             return []
         spec = self.spec
@@ -218,6 +233,20 @@ class RedisStore:
             card_trim = repr(t - spec.card_retention_seconds)
             terminal_trim = repr(t - spec.terminal_retention_seconds)
             content = f"{t!r},{tx.amount!r},{zlib.crc32(tx.terminal_id.encode())}"
+            if self.ids:
+                calls.append(
+                    _Call(
+                        _pack(
+                            "SET",
+                            self._id_key(tx),
+                            self.card_tag(tx.card_id)[:16],
+                            "NX",
+                            "GET",
+                            "PX",
+                            self._card_ttl,
+                        )
+                    )
+                )
             calls.append(
                 self._card.call(
                     self._card_keys(tx.card_id),
@@ -238,44 +267,69 @@ class RedisStore:
                     ],
                 )
             )
-        replies = await self._run(calls)
         results: list[Exchange | DuplicateConflict] = []
-        undo = []
-        windows = len(spec.terminal_windows_days)
-        for i, tx in enumerate(transactions):
-            card_reply, terminal_reply = replies[2 * i], replies[2 * i + 1]
-            if card_reply[0] == -1:
-                results.append(
-                    DuplicateConflict(
-                        f"transaction {tx.transaction_id!r} was seen before with another time, "
-                        "amount or terminal; the first one stands. Give a corrected transaction "
-                        "a new id."
-                    )
-                )
-                if terminal_reply[0] == 1:
-                    undo.append(tx)
-                continue
-            frauds = _floats(terminal_reply[1 + windows])
-            results.append(
-                Exchange(
-                    card=_card_history(card_reply[1]),
-                    terminal=TerminalHistory(
-                        counts=terminal_reply[1 : 1 + windows],
-                        fraud_timestamps=frauds[0::2],
-                        fraud_known_at=frauds[1::2],
-                    ),
-                    duplicate=bool(card_reply[0]),
-                )
-            )
+        undo: list[_Call] = []
+
+        per = 3 if self.ids else 2  # calls a transaction
+
+        def answer(first: int, replies: list[Any]) -> None:
+            # replies of calls[first:first + len(replies)]: whole transactions
+            part = []
+            for j in range(0, len(replies), per):
+                tx = transactions[(first + j) // per]
+                first_card = replies[j] if self.ids else None
+                part.append(self._answer(tx, first_card, *replies[j + per - 2 : j + per], undo))
+            results.extend(part)
+            if on_part is not None:
+                on_part(part)
+
+        await self._run(calls, answer, part=per * PART)
         if undo:
-            # A conflicting duplicate must not count at a terminal it was never made at.
-            await self._run(
-                [
-                    _Call(_pack("ZREM", self._terminal_keys(tx.terminal_id)[0], tx.transaction_id))
-                    for tx in undo
-                ]
-            )
+            # A refused transaction must not count anywhere it was recorded meanwhile.
+            await self._run(undo)
         return results
+
+    def _id_key(self, tx: Transaction) -> str:
+        return f"{self._prefix}:id:{{{tx.transaction_id}}}"
+
+    def _answer(
+        self,
+        tx: Transaction,
+        first_card: bytes | None,
+        card_reply: Any,
+        terminal_reply: Any,
+        undo: list[_Call],
+    ) -> Exchange | DuplicateConflict:
+        other_card = (
+            first_card is not None
+            and card_reply[0] == 0  # new to this card, and another card had the id first
+            and first_card.decode() != self.card_tag(tx.card_id)[:16]
+        )
+        if card_reply[0] == -1 or other_card:
+            if terminal_reply[0] == 1:
+                undo.append(
+                    _Call(_pack("ZREM", self._terminal_keys(tx.terminal_id)[0], tx.transaction_id))
+                )
+            if other_card:
+                zset, values = self._card_keys(tx.card_id)
+                undo.append(_Call(_pack("ZREM", zset, tx.transaction_id)))
+                undo.append(_Call(_pack("HDEL", values, tx.transaction_id)))
+            what = "another card" if other_card else "another time, amount or terminal"
+            return DuplicateConflict(
+                f"transaction {tx.transaction_id!r} was seen before with {what}; the first "
+                "one stands. Give a corrected transaction a new id."
+            )
+        windows = len(self.spec.terminal_windows_days)
+        frauds = _floats(terminal_reply[1 + windows])
+        return Exchange(
+            card=_card_history(card_reply[1]),
+            terminal=TerminalHistory(
+                counts=terminal_reply[1 : 1 + windows],
+                fraud_timestamps=frauds[0::2],
+                fraud_known_at=frauds[1::2],
+            ),
+            duplicate=bool(card_reply[0]),
+        )
 
     async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
         """Record fraud labels on their terminals (first label of a transaction wins)."""
@@ -295,17 +349,35 @@ class RedisStore:
         ]
         await self._run(calls)
 
-    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
-        """Run the calls in order in one round trip; returns their replies.
+    async def _run(
+        self,
+        calls: Sequence[_Call],
+        on_replies: Callable[[int, list[Any]], None] | None = None,
+        *,
+        part: int = 1 << 30,
+    ) -> list[Any]:
+        """Run the calls in order in one round trip; returns their replies, and hands them
+        to ``on_replies(first call, replies)`` ``part`` at a time as they arrive.
 
         A script Redis does not have (restarted, flushed) fails with NOSCRIPT from that
-        call on; it is loaded and the failed calls are sent again, in order.
+        call on; it is loaded and the failed calls are sent again, in order (the replies
+        from the first failure on are handed over once they are all in).
         """
         replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
+        streamed = 0
+
+        def arrived(chunk: list[Any]) -> None:
+            nonlocal streamed
+            replies[streamed : streamed + len(chunk)] = chunk
+            if on_replies is not None:
+                on_replies(streamed, chunk)
+            streamed += len(chunk)
+
+        answers = await self._round_trip([c.packed for c in calls], arrived, part)
+        todo = list(range(streamed, len(calls)))
+        answers = answers[streamed:]
         for _ in range(3):
             missing = []
-            answers = await self._round_trip([calls[i].packed for i in todo])
             for i, reply in zip(todo, answers, strict=True):
                 if isinstance(reply, NoScriptError) and calls[i].script is not None:
                     missing.append(i)
@@ -314,27 +386,47 @@ class RedisStore:
                 else:
                     replies[i] = reply
             if not missing:
-                return replies
+                break
             for script in {calls[i].script for i in missing}:
                 await self.redis.script_load(script.source)  # type: ignore[union-attr]
             todo = missing
-        raise NoScriptError("Redis keeps losing the worker's Lua scripts (SCRIPT FLUSH in a loop?)")
+            answers = await self._round_trip([calls[i].packed for i in todo])
+        else:
+            raise NoScriptError("Redis keeps losing the worker's Lua scripts (SCRIPT FLUSH?)")
+        if on_replies is not None:
+            for first in range(streamed, len(calls), part):
+                on_replies(first, replies[first : first + part])
+        return replies
 
-    async def _round_trip(self, packed: list[bytes]) -> list[Any]:
+    async def _round_trip(
+        self,
+        packed: list[bytes],
+        arrived: Callable[[list[Any]], None] | None = None,
+        part: int = 1 << 30,
+    ) -> list[Any]:
+        """Send the commands in one write; read every reply. While no reply is an error,
+        ``arrived`` gets them ``part`` at a time (and the rest when the last is in)."""
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(packed))
             replies: list[Any] = []
-            try:
-                async with asyncio.timeout(self._timeout):
-                    for _ in packed:
-                        try:
-                            replies.append(await connection.read_response(timeout=math.inf))
-                        except ResponseError as exc:
-                            replies.append(exc)
-            except TimeoutError as exc:
-                raise RedisTimeoutError(f"no answer from Redis in {self._timeout:g} s") from exc
+            clean = arrived is not None  # no error so far: replies can be handed over
+            handed = 0
+            for start in range(0, len(packed), part):
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        for _ in range(min(part, len(packed) - start)):
+                            try:
+                                replies.append(await connection.read_response(timeout=math.inf))
+                            except ResponseError as exc:
+                                replies.append(exc)
+                                clean = False
+                except TimeoutError as exc:
+                    raise RedisTimeoutError(f"no answer from Redis in {self._timeout:g} s") from exc
+                if clean:
+                    arrived(replies[handed:])  # type: ignore[misc]
+                    handed = len(replies)
             return replies
         except BaseException:
             await connection.disconnect()  # replies may be left on the wire

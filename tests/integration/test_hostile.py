@@ -398,20 +398,18 @@ def test_a_duplicate_id_at_another_terminal_is_dead_lettered(hostile: Hostile) -
     assert dead is not None and "seen before" in dead["reason"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "LIMITATION (service/state.py): idempotency is kept per card (the id is looked up in "
-    "that card's keys only), so the same transaction id with another card id is decided as "
-    "a new transaction of that card instead of dead-lettered; detecting it needs an index "
-    "of ids across cards"
-))
 def test_a_duplicate_id_with_another_card_is_dead_lettered(hostile: Hostile) -> None:
     first = hostile.valid()
     hostile.decide(first)
     other = {**first, "card_id": pan()}
+    hostile.hostile_cards.add(other["card_id"])
     where = hostile.bridge.send(orjson.dumps(other), other["card_id"].encode())
-    hostile.bridge.wait_decisions(first["transaction_id"], count=2, timeout=5)
-    dead = hostile.bridge.wait_dead(where, timeout=5)
-    assert dead is not None and "seen before" in dead["reason"]
+    dead = hostile.bridge.wait_dead(where, timeout=10)
+    assert dead is not None and "seen before with another card" in dead["reason"]
+    assert len(hostile.bridge.wait_decisions(first["transaction_id"], count=2, timeout=2)) == 1
+    # Refused, so never counted: the other card's next transaction sees no history.
+    later = hostile.valid(card=other["card_id"], when=datetime(2018, 6, 1, 12, 1, tzinfo=UTC))
+    assert _features_of(hostile, later)["tx_count_by_card_1d"] == 1.0
 
 
 def test_a_transaction_dated_far_ahead_does_not_erase_a_cards_history(hostile: Hostile) -> None:

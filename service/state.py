@@ -21,7 +21,8 @@ Keys (``P`` = prefix and feature-spec version)::
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
     P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
     P:id:{<transaction id>}        STRING the first card (keyed hash, 16 digits) with this id,
-                                         kept as long as a card's history (``ids=True``)
+                                         until the transaction is older than a card's
+                                         history keeps (``ids=True``)
 
 Every key is trimmed to the spec's retention, relative to the transaction being scored,
 and expires after it, so memory is bounded. Card ids appear only as keyed hashes.
@@ -242,8 +243,8 @@ class RedisStore:
                             self.card_tag(tx.card_id)[:16],
                             "NX",
                             "GET",
-                            "PX",
-                            self._card_ttl,
+                            "PXAT",  # like the card's history: its retention in event time
+                            int((t + spec.card_retention_seconds) * 1000),
                         )
                     )
                 )

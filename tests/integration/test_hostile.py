@@ -399,7 +399,9 @@ def test_a_duplicate_id_at_another_terminal_is_dead_lettered(hostile: Hostile) -
 
 
 def test_a_duplicate_id_with_another_card_is_dead_lettered(hostile: Hostile) -> None:
-    first = hostile.valid()
+    # Ids are indexed for a card's retention in event time: a recent transaction.
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = hostile.valid(when=now - timedelta(minutes=5))
     hostile.decide(first)
     other = {**first, "card_id": pan()}
     hostile.hostile_cards.add(other["card_id"])
@@ -408,7 +410,7 @@ def test_a_duplicate_id_with_another_card_is_dead_lettered(hostile: Hostile) -> 
     assert dead is not None and "seen before with another card" in dead["reason"]
     assert len(hostile.bridge.wait_decisions(first["transaction_id"], count=2, timeout=2)) == 1
     # Refused, so never counted: the other card's next transaction sees no history.
-    later = hostile.valid(card=other["card_id"], when=datetime(2018, 6, 1, 12, 1, tzinfo=UTC))
+    later = hostile.valid(card=other["card_id"], when=now - timedelta(minutes=4))
     assert _features_of(hostile, later)["tx_count_by_card_1d"] == 1.0
 
 

@@ -144,3 +144,33 @@ def test_late_events_and_lost_scripts():
     assert not isinstance(answer, DuplicateConflict) and not answer.duplicate
     assert list(answer.card.timestamps) == [early.epoch, late.epoch]
     assert list(answer.card.amounts) == [7.0, 5.0]
+
+
+def test_an_id_reused_by_another_card_is_refused_and_undone():
+    async def scenario():
+        redis = Redis.from_url(REDIS_URL)
+        prefix = f"it-{uuid.uuid4().hex[:8]}"
+        store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        first = Transaction("same-id", "card-a", "term-a", 10.0, now - timedelta(minutes=2))
+        reuse = Transaction("same-id", "card-b", "term-b", 10.0, now - timedelta(minutes=2))
+        next_b = Transaction("next-b", "card-b", "term-b", 5.0, now - timedelta(minutes=1))
+        answers = [await store.exchange([tx]) for tx in (first, reuse, first, next_b)]
+        b_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:c:*:tx")]
+        sizes = sorted([await redis.zcard(k) for k in b_keys])
+        term_b = await redis.zcard(f"{prefix}:v1:t:{{term-b}}:tx")
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+        await redis.delete(*keys)
+        await redis.aclose()
+        return answers, sizes, term_b
+
+    answers, sizes, term_b = asyncio.run(scenario())
+    (a,), (reuse,), (again,), (next_b,) = answers
+    assert not isinstance(a, DuplicateConflict) and not a.duplicate
+    assert isinstance(reuse, DuplicateConflict) and "another card" in str(reuse)
+    assert not isinstance(again, DuplicateConflict) and again.duplicate  # a redelivery
+    assert not isinstance(next_b, DuplicateConflict) and list(next_b.card.timestamps) == []
+    assert sizes == [1, 1]  # card a: same-id once; card b: next-b only
+    assert term_b == 1  # next-b only: the refused one was taken back

@@ -916,6 +916,27 @@ def bar(r: dict[str, Any]) -> dict[str, Any]:
     return {k: {"value": v, "met": bool(ok)} for k, (v, ok) in checks.items()}
 
 
+def execute(job: Bench, name: str) -> tuple[dict[str, Any] | None, int]:
+    """Run ``job`` (SIGTERM acts as Ctrl-C) and always clean up after it: (result, 0), or
+    (None, exit status) when it failed or was interrupted, having said so."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return runner()(job.run()), 0
+    except (BenchError, KafkaNotReady) as exc:
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt:
+        print(f"{name} interrupted", file=sys.stderr)
+        return None, 130
+    finally:
+        _log("cleaning up (topics, consumer groups, Redis keys, processes) ...")
+        job.cleanup()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fraudtools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -955,23 +976,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(args.reports).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retries while a topic settles
-    bench = Bench(args, QUICK if args.quick else FULL)
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        result = runner()(bench.run())
-    except (BenchError, KafkaNotReady) as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr)
-        return 130
-    finally:
-        _log("cleaning up (topics, consumer groups, Redis keys, processes) ...")
-        bench.cleanup()
+    result, code = execute(Bench(args, QUICK if args.quick else FULL), "bench")
+    if result is None:
+        return code
     paths = bench_report.write(result, Path(args.reports))
     _log("wrote " + ", ".join(str(p) for p in paths))
     print(bench_report.summary(result))

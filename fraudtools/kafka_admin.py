@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,8 +38,11 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
-async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    admin = await _admin(bootstrap)
+async def create_topics(bootstrap: str, names: Sequence[str], **client: Any) -> None:
+    """Create the topics (4 partitions) and wait until every partition has a leader.
+    ``client``: aiokafka options for a secured broker (``security_protocol``, ...)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, **client)
+    await admin.start()
     try:
         await admin.create_topics(
             [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
@@ -46,15 +50,18 @@ async def create_topics(bootstrap: str, names: Sequence[str]) -> None:
     finally:
         await admin.close()
     # Wait until every partition has a leader: a send before that is retried, noisily.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client)
     await consumer.start()
     try:
         deadline = time.monotonic() + 30
         while True:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
             known = consumer._client.cluster  # noqa: SLF001
-            leaders = [known.leader_for_partition(TopicPartition(n, p))
-                       for n in names for p in range(PARTITIONS)]
+            leaders = [
+                known.leader_for_partition(TopicPartition(n, p))
+                for n in names
+                for p in range(PARTITIONS)
+            ]
             if all(leader is not None and leader >= 0 for leader in leaders):
                 return
             if time.monotonic() > deadline:

@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import math
-import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +29,10 @@ from redis import Redis
 
 from fraudtools import bench_data
 from fraudtools import bench_system as system
-from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles
-from fraudtools.bench_kafka import BenchError, preload, runner
+from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles, execute
+from fraudtools.bench_kafka import preload
 from fraudtools.bench_kafka import send_paced as send_paced_records
-from fraudtools.kafka_admin import KafkaNotReady, create_topics
+from fraudtools.kafka_admin import create_topics
 
 __all__ = ["main"]
 
@@ -271,23 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.rate is None:
             parser.error("no reports/bench.json with max_sustained_eps: run make bench or "
                          "give --rate")
-    soak = Soak(args)
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        result = runner()(soak.run())
-    except (BenchError, KafkaNotReady) as exc:
-        print(f"soak failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("soak interrupted", file=sys.stderr)
-        return 130
-    finally:
-        _log("cleaning up (topics, consumer groups, Redis keys, processes) ...")
-        soak.cleanup()
+    result, code = execute(Soak(args), "soak")
+    if result is None:
+        return code
     paths = write(result, Path(args.reports))
     _log("wrote " + ", ".join(str(p) for p in paths))
     print(Path(paths[1]).read_text())

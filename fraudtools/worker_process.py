@@ -6,6 +6,7 @@ Used by the demo, the fault runs and the integration tests: ``python -m service`
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -79,6 +80,18 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def health(self) -> tuple[int, dict[str, object]] | None:
+        """``/health`` right now: (status, body), or None when it does not answer."""
+        url = f"http://127.0.0.1:{self.web_port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return int(exc.code), json.loads(exc.read())
+        except OSError:
+            return None
 
     def metric(self, name: str) -> float:
         """Sum of the samples of a Prometheus metric (0 when the worker does not answer;

@@ -45,9 +45,12 @@ up() {
   fi
   # Config on the command line: nothing to keep in sync on disk. The Debian package's
   # own service (if any) uses /etc/redis and the same default port; stop it or set REDIS_PORT.
+  # zset-max-listpack-entries 512 (as hashes have by default): a busy card's history zset
+  # (over 128 entries at some point) would otherwise turn into a skiplist of ~15x the size
+  # and never turn back; Redis' memory then creeps up for weeks (make soak found it).
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
     --daemonize yes --dir "$HOME_DIR" --pidfile "$PIDFILE" --logfile "$HOME_DIR/redis.log" \
-    --save "" --appendonly no \
+    --save "" --appendonly no --zset-max-listpack-entries 512 \
     --maxmemory "${REDIS_MAXMEMORY:-0}" --maxmemory-policy noeviction
   for _ in $(seq 50); do
     ping && { echo "redis.sh: up on 127.0.0.1:$REDIS_PORT (redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2))"; return 0; }

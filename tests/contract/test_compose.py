@@ -130,6 +130,9 @@ def test_redis_is_7_without_persistence(services: dict[str, Any]) -> None:
     args = redis["command"]
     assert args[args.index("--appendonly") + 1] == "no"
     assert args[args.index("--save") + 1] == ""
+    # The same compact card histories as stack/redis.sh.
+    assert args[args.index("--zset-max-listpack-entries") + 1] == "512"
+    assert "--zset-max-listpack-entries 512" in (ROOT / "stack" / "redis.sh").read_text()
 
 
 def test_worker_runs_the_faust_app(services: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -128,23 +129,32 @@ def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
 
 async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until ``until`` records or the timeout."""
-    return await _read(topic, until=until, quiet=None, timeout=timeout)
+    return await read_records(topic, until=until, timeout=timeout)
 
 
 async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:
     """Read ``topic`` from the beginning until nothing new arrives for ``quiet`` seconds."""
-    return await _read(topic, until=None, quiet=quiet, timeout=timeout)
+    return await read_records(topic, quiet=quiet, timeout=timeout)
 
 
-async def _read(
-    topic: str, *, until: int | None, quiet: float | None, timeout: float
+async def read_records(
+    topic: str,
+    *,
+    until: int | None = None,
+    quiet: float | None = None,
+    timeout: float,
+    **client: Any,
 ) -> list[dict]:
+    """``topic`` from the beginning, as JSON: until ``until`` records (and then, with
+    ``quiet`` too, until nothing new came for ``quiet`` seconds, so extra copies show up),
+    or until ``quiet`` seconds without a record, or the timeout. ``client``: aiokafka
+    options (default: the local broker)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=BOOTSTRAP,
         auto_offset_reset="earliest",
         group_id=None,
         enable_auto_commit=False,
+        **(client or {"bootstrap_servers": BOOTSTRAP}),
     )
     await consumer.start()
     records: list[dict] = []
@@ -152,11 +162,11 @@ async def _read(
     last = time.monotonic()
     try:
         while time.monotonic() < deadline:
-            if until is not None and len(records) >= until:
+            enough = until is not None and len(records) >= until
+            still = quiet is not None and time.monotonic() - last >= quiet
+            if (enough and (quiet is None or still)) or (until is None and still):
                 break
-            if quiet is not None and time.monotonic() - last >= quiet:
-                break
-            batch = await consumer.getmany(timeout_ms=500)
+            batch = await consumer.getmany(timeout_ms=300)
             for messages in batch.values():
                 records += [orjson.loads(m.value) for m in messages]
                 last = time.monotonic()

@@ -8,13 +8,10 @@ shared Redis has none); Kafka is the stack's, with the test's own topics.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,18 +104,13 @@ async def _send(run: Run, payloads: list[tuple[bytes, bytes]]) -> None:
 
 def _health(worker: Worker, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
     """The first answer of ``/health`` (whatever its status)."""
-    url = f"http://127.0.0.1:{worker.env['FRAUD_WEB_PORT']}/health"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert worker.process is not None and worker.process.poll() is None, worker.output()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, json.loads(exc.read())
-        except OSError:
-            time.sleep(0.3)
+        assert worker.alive(), worker.output()
+        answer = worker.health()
+        if answer is not None:
+            return answer
+        time.sleep(0.3)
     pytest.fail(f"/health never answered:\n{worker.output()[-3000:]}")
 
 

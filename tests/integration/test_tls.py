@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -22,8 +21,6 @@ import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,17 +31,18 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis import Redis
 
 from fraudtools.feed import feed
+from fraudtools.kafka_admin import create_topics
 from fraudtools.worker_process import ROOT, free_port
 from training import generator
 from training.dataset import normalise
 
-from .conftest import PARTITIONS, Run, Worker
+from .conftest import Run, Worker, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -179,8 +177,10 @@ class SecureStack:
         return ssl.create_default_context(cafile=str(self.certs.ca))
 
     def kafka_options(self, password: str | None = None) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap, **self.security_options(password)}
+
+    def security_options(self, password: str | None = None) -> dict[str, Any]:
         return {
-            "bootstrap_servers": self.bootstrap,
             "security_protocol": "SASL_SSL",
             "sasl_mechanism": MECHANISM,
             "sasl_plain_username": KAFKA_USER,
@@ -366,35 +366,6 @@ def secure_stack() -> Iterator[SecureStack]:
 # --- Kafka over SASL_SSL, from the test's side ---------------------------------------------
 
 
-async def _create_topics(own: SecureStack, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(request_timeout_ms=30_000, **own.kafka_options())
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-        )
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(**own.kafka_options())  # until every partition has a leader
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
-            cluster = consumer._client.cluster  # noqa: SLF001
-            leaders = [
-                cluster.leader_for_partition(TopicPartition(n, p))
-                for n in names
-                for p in range(PARTITIONS)
-            ]
-            if all(leader is not None and leader >= 0 for leader in leaders):
-                return
-            assert time.monotonic() < deadline, f"topics {names} have no leaders after 30 s"
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
-
-
 async def _send(own: SecureStack, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(acks="all", linger_ms=5, **own.kafka_options())
     await producer.start()
@@ -403,48 +374,6 @@ async def _send(own: SecureStack, topic: str, records: list[tuple[bytes | None, 
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-
-
-async def _read(
-    own: SecureStack, topic: str, *, until: int, quiet: float, timeout: float
-) -> list[dict[str, Any]]:
-    """``topic`` from the beginning: until ``until`` records and then ``quiet`` seconds
-    without a new one (so extra copies show up), or the timeout."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-        **own.kafka_options(),
-    )
-    await consumer.start()
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            if len(records) >= until and time.monotonic() - last >= quiet:
-                break
-            batch = await consumer.getmany(timeout_ms=300)
-            for messages in batch.values():
-                records += [orjson.loads(m.value) for m in messages]
-                last = time.monotonic()
-    finally:
-        await consumer.stop()
-    return records
-
-
-def _health(worker: Worker) -> tuple[int, dict[str, Any]] | None:
-    """``/health`` right now: (status, body), or None when it does not answer."""
-    url = f"http://127.0.0.1:{worker.web_port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-    except OSError:
-        return None
 
 
 def _env(own: SecureStack, run: Run, directory: Path, **overrides: str) -> dict[str, str]:
@@ -516,7 +445,7 @@ def test_the_worker_decides_over_sasl_ssl_and_tls_redis(secure_stack: SecureStac
     own = secure_stack
     run = Run()
     workdir = own.workdir(run)
-    asyncio.run(_create_topics(own, run.topics))
+    asyncio.run(create_topics(own.bootstrap, run.topics, **own.security_options()))
     env = _env(own, run, workdir)
     worker = Worker(env, workdir / "worker.log").start().wait_ready(60)
     try:
@@ -524,9 +453,13 @@ def test_the_worker_decides_over_sasl_ssl_and_tls_redis(secure_stack: SecureStac
         invalid = _invalid()
         asyncio.run(_send(own, run.topic("transactions"), [*valid[:150], *invalid, *valid[150:]]))
         decisions = asyncio.run(
-            _read(own, run.topic("decisions"), until=VALID, quiet=2, timeout=60)
+            read_records(run.topic("decisions"), until=VALID, quiet=2, timeout=60,
+                         **own.kafka_options())
         )
-        dead = asyncio.run(_read(own, run.topic("dlq"), until=len(invalid), quiet=1, timeout=15))
+        dead = asyncio.run(
+            read_records(run.topic("dlq"), until=len(invalid), quiet=1, timeout=15,
+                         **own.kafka_options())
+        )
         assert worker.alive(), worker.tail()
         client = own.redis_admin()
         try:  # the worker's connections: TLS (no plain port) and as the ACL user
@@ -594,7 +527,7 @@ def test_a_wrong_sasl_password_fails_the_worker_clearly(secure_stack: SecureStac
     own = secure_stack
     run = Run()
     workdir = own.workdir(run)
-    asyncio.run(_create_topics(own, run.topics))
+    asyncio.run(create_topics(own.bootstrap, run.topics, **own.security_options()))
     wrong = secrets.token_urlsafe(24)
     env = _env(own, run, workdir, FRAUD_KAFKA_SASL_PASSWORD=wrong)
     worker = Worker(env, workdir / "worker.log").start()
@@ -608,7 +541,7 @@ def test_a_wrong_sasl_password_fails_the_worker_clearly(secure_stack: SecureStac
                 outcome = f"exited with {worker.process.returncode}"
                 assert worker.process.returncode != 0, worker.tail()
                 break
-            answers.append(_health(worker))
+            answers.append(worker.health())
             if answers[-1] is not None and answers[-1][0] != 200:
                 outcome = f"/health answered {answers[-1]}"
                 break
@@ -630,14 +563,14 @@ def test_the_redis_ca_file_setting_alone_verifies_the_tls_redis(
     own = secure_stack
     run = Run()
     workdir = own.workdir(run)
-    asyncio.run(_create_topics(own, run.topics))
+    asyncio.run(create_topics(own.bootstrap, run.topics, **own.security_options()))
     env = _env(own, run, workdir, FRAUD_REDIS_URL=own.redis_url(ca_in_url=False))
     worker = Worker(env, workdir / "worker.log").start()
     try:
         deadline = time.monotonic() + 45
         answer = None
         while answer is None and worker.alive() and time.monotonic() < deadline:
-            answer = _health(worker)
+            answer = worker.health()
             time.sleep(0.3)
     finally:
         worker.stop()

@@ -1,0 +1,74 @@
+"""The worker's batch path without Kafka: ``Processor.transactions`` on the local Redis.
+
+    python -m fraudtools.bench_processor [--transactions 80000] [--no-id-index]
+
+Decodes, exchanges with Redis, computes features, scores and builds the decision JSON for
+generated transactions in batches of 500 (the first half warms the state up and is not
+measured), and prints the rate, the wall time and this process's CPU time per
+transaction. The figures docs/benchmarks.md quotes as "in-process" come from it. Its own
+Redis key prefix, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+
+from redis.asyncio import Redis
+
+from fraudtools import bench_data
+from fraudtools.bench_kafka import runner
+from fraudtools.worker_process import ROOT
+from service.model import ModelHolder
+from service.processing import Message, Processor
+from service.records import Source
+from service.state import RedisStore
+
+__all__ = ["main"]
+
+
+async def measure(url: str, n: int, *, ids: bool) -> str:
+    data = bench_data.build(n)
+    values = data.take(n, start=0).transactions_only().values
+    messages = [Message(v, Source("bench", 0, i)) for i, v in enumerate(values)]
+    redis = Redis.from_url(url)
+    prefix = f"bench-processor-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis, card_key_secret=b"bench", prefix=prefix, ids=ids)
+    processor = Processor(store, ModelHolder(ROOT / "models"))
+    half = len(messages) // 2
+    try:
+        for i in range(0, half, 500):
+            await processor.transactions(messages[i : i + 500])
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(half, len(messages), 500):
+            for decision in (await processor.transactions(messages[i : i + 500])).decisions:
+                decision.to_json()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+        for i in range(0, len(keys), 5000):
+            await redis.unlink(*keys[i : i + 5000])
+        await redis.aclose()
+    measured = len(messages) - half
+    return (
+        f"{measured / wall:,.0f} transactions/s in-process (id index {'on' if ids else 'off'}): "
+        f"{wall / measured * 1e6:.1f} µs of wall and {cpu / measured * 1e6:.1f} µs of this "
+        "process's CPU a transaction"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fraudtools.bench_processor",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transactions", type=int, default=80_000)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--no-id-index", action="store_true")
+    args = parser.parse_args(argv)
+    print(runner()(measure(args.redis_url, args.transactions, ids=not args.no_id_index)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

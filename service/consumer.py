@@ -20,6 +20,7 @@ batch in hand is decided and committed, so a clean hand-over repeats nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -89,17 +90,28 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         )
         self._consumer.subscribe([self.topic], listener=_ReleaseAfterBatch(self))
         await self._consumer.start()
-        self.add_future(self._run())
+        self._loop = self.add_future(self._run())
 
     async def on_stop(self) -> None:
         # Finish the batch in hand and commit it, then leave the group.
         try:
             await asyncio.wait_for(self._loop_done.wait(), self.stop_timeout)
         except TimeoutError:
+            # E.g. held by a Redis outage: give the batch up (it is not committed, so it is
+            # delivered again) and release the lock a pending rebalance waits for.
             log.warning(
-                "transactions: batch not finished in %.0f s; stopping anyway", self.stop_timeout
+                "transactions: batch not finished in %.0f s; giving it up", self.stop_timeout
             )
-        await self.commit()
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._in_flight = None  # its acks may never come: not committed, redelivered
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                async with self.lock:
+                    await self.commit()
+        except TimeoutError:
+            log.warning("transactions: final commit not done in %.0f s", self.stop_timeout)
         await self._consumer.stop()
 
     async def _run(self) -> None:

@@ -301,9 +301,11 @@ class RedisStore:
         terminal_reply: Any,
         undo: list[_Call],
     ) -> Exchange | DuplicateConflict:
+        # Another card had the id first: refused, even when this card's keys already hold it
+        # (a second copy in the same batch, or an earlier refusal whose undo never ran).
         other_card = (
             first_card is not None
-            and card_reply[0] == 0  # new to this card, and another card had the id first
+            and card_reply[0] != -1
             and first_card.decode() != self.card_tag(tx.card_id)[:16]
         )
         if card_reply[0] == -1 or other_card:

@@ -158,15 +158,17 @@ def test_an_id_reused_by_another_card_is_refused_and_undone():
         reuse = Transaction("same-id", "card-b", "term-b", 10.0, now - timedelta(minutes=2))
         next_b = Transaction("next-b", "card-b", "term-b", 5.0, now - timedelta(minutes=1))
         answers = [await store.exchange([tx]) for tx in (first, reuse, first, next_b)]
+        twice = await store.exchange([reuse, reuse])  # a producer's retry in one batch
         b_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:c:*:tx")]
         sizes = sorted([await redis.zcard(k) for k in b_keys])
         term_b = await redis.zcard(f"{prefix}:v1:t:{{term-b}}:tx")
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
         await redis.delete(*keys)
         await redis.aclose()
-        return answers, sizes, term_b
+        return answers, sizes, term_b, twice
 
-    answers, sizes, term_b = asyncio.run(scenario())
+    answers, sizes, term_b, twice = asyncio.run(scenario())
+    assert all(isinstance(t, DuplicateConflict) for t in twice)
     (a,), (reuse,), (again,), (next_b,) = answers
     assert not isinstance(a, DuplicateConflict) and not a.duplicate
     assert isinstance(reuse, DuplicateConflict) and "another card" in str(reuse)

@@ -709,7 +709,7 @@ class Bench:
         # The id index keeps a transaction's id until it is older than a card's history
         # (event time): the generated data are from 2018, so none is kept here. In steady
         # state a card carries one id key per transaction of its history: measure one.
-        per_id = self.id_key_bytes(client_url=self.redis_url)
+        per_id = self.id_key_bytes()
         held = float(np.mean(entries["card"])) if entries["card"] else 0.0
         per_card = card_bytes / cards + per_id * held if cards else None
         per_terminal = terminal_bytes / terminals if terminals else None
@@ -748,11 +748,11 @@ class Bench:
         _log(f"memory: {self.result['redis_bytes_per_card']} B/card, "
              f"{self.result['redis_bytes_per_terminal']} B/terminal over {history_days} days")
 
-    def id_key_bytes(self, client_url: str) -> int:
+    def id_key_bytes(self) -> int:
         """MEMORY USAGE of one id-index key as the worker writes it (a 36-character id)."""
         from redis import Redis
 
-        client = Redis.from_url(client_url)
+        client = Redis.from_url(self.redis_url)
         key = f"{self.prefix}:v1:id:{{{uuid.uuid4()}}}"
         try:
             client.set(key, "0123456789abcdef", px=60_000)

@@ -76,6 +76,7 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
     outcome = await _guarded(partial(processor.transactions, batch), batch, "scoring")
     started = time.perf_counter()
     sends: list[tuple[str, bytes | None, bytes]] = []
+    dead = outcome  # the whole batch, dead-lettered, when scoring failed
     if isinstance(outcome, BatchResult):
         actions: Counter[str] = Counter()
         for decision in outcome.decisions:
@@ -87,8 +88,8 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
             actions[decision.action] += 1
         for action, n in actions.items():
             metrics.DECISIONS.labels(action).inc(n)
-        outcome = outcome.dead_letters
-    sends += [(settings.topic_dlq, None, d) for d in outcome]
+        dead = outcome.dead_letters
+    sends += [(settings.topic_dlq, None, d) for d in dead]
     try:
         producer = app.producer
         queued = [

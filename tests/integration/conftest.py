@@ -101,6 +101,11 @@ def run() -> Iterator[Run]:
     r = Run()
     asyncio.run(_admin("create", r.topics))
     yield r
+    remove(r)
+
+
+def remove(r: Run) -> None:
+    """Delete a run's topics and its Redis keys."""
     asyncio.run(_admin("delete", r.topics))
     client = Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match=f"{r.prefix}:*", count=1000))

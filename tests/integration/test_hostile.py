@@ -26,12 +26,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from redis import Redis
 
 from fraudcore import FEATURE_NAMES, InvalidEvent
 from service.records import MAX_DLQ_PAYLOAD, decode_transaction
 
-from .conftest import BOOTSTRAP, REDIS_URL, Run, Worker, _admin
+from .conftest import BOOTSTRAP, Run, Worker, _admin, remove
 
 WAIT = 30.0  # seconds for one message's outcome
 
@@ -176,12 +175,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     finally:
         bridge.close()
         worker.stop()
-        asyncio.run(_admin("delete", run.topics))
-        client = Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{run.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        remove(run)
 
 
 def _tx_json(**fields: Any) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -198,7 +199,8 @@ def compute(
     ratio = amount / max(_median(previous), 0.01) if n else 1.0
     if n >= 2:
         mean = math.fsum(previous) / n
-        std = math.sqrt(math.fsum((x - mean) ** 2 for x in previous) / n)
+        deviations = [x - mean for x in previous]
+        std = math.sqrt(math.fsum(map(operator.mul, deviations, deviations)) / n)
         zscore = (amount - mean) / max(std, 1.0)
     else:
         zscore = 0.0

@@ -680,14 +680,14 @@ class Bench:
             entries = {"card": [], "terminal": []}
             tx_keys = {"card": [], "terminal": []}
             for key, size in zip(keys, sizes, strict=True):
-                # prefix : v<spec> : c|t : {id} : what, or prefix : v<spec> : id : {tx id}
+                # prefix : v<spec> : card|t : {id} : what, or prefix : v<spec> : id : {tx id}
                 _, _, kind, rest = key.decode().split(":", 3)
                 if kind == "id":  # the index of transaction ids: a cost of the cards
                     id_bytes += size or 0
                     id_keys += 1
                     continue
                 ident, what = rest.rsplit(":", 1)
-                if kind == "c":
+                if kind == "card":
                     card[ident] = 1
                     card_bytes += size or 0
                     if what == "tx":

@@ -86,7 +86,9 @@ app = faust.App(
     producer_acks=-1,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 4,
-    producer_linger_ms=1,
+    # A batch's outputs are all queued before the producer's sender next runs, so they go
+    # in one request anyway: lingering would only add to every decision's latency.
+    producer_linger_ms=0,
     web_host=settings.web_host,
     web_port=settings.web_port,
     **_broker_options(settings),

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,6 +68,7 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         *,
         batch_size: int,
         commit_interval: float = 1.0,
+        max_in_flight: int = 4,
         stop_timeout: float = 30.0,
         **kafka: Any,
     ) -> None:
@@ -75,10 +77,13 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         self.handle = handle
         self.batch_size = batch_size
         self.commit_interval = commit_interval
+        self.max_in_flight = max_in_flight
         self.stop_timeout = stop_timeout
         self.kafka = kafka
         self.lock = asyncio.Lock()  # held while a batch is decided and by a rebalance
-        self._in_flight: tuple[asyncio.Future[None], dict[TopicPartition, int]] | None = None
+        # Decided batches whose outputs the broker has not acknowledged yet, oldest first,
+        # with the offsets they complete.
+        self._in_flight: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()
         self._done: dict[TopicPartition, int] = {}  # decided and delivered, not committed
         self._committed_at = time.monotonic()
         self._loop_done = asyncio.Event()
@@ -105,7 +110,7 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-            self._in_flight = None  # its acks may never come: not committed, redelivered
+            self._in_flight.clear()  # their acks may never come: not committed, redelivered
         try:
             async with asyncio.timeout(self.stop_timeout):
                 async with self.lock:
@@ -140,16 +145,18 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
                 messages.append(Message(r.value, Source(r.topic, r.partition, r.offset)))
                 times.append(r.timestamp / 1000.0)
         delivered = asyncio.ensure_future(await self.handle(messages, times))
-        # This batch's outputs travel while the previous batch's acknowledgements are awaited.
-        await self._settle()
-        self._in_flight = delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
+        self._in_flight.append((delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}))
+        # The next batches are decided while the outputs of this one travel; a broker that
+        # stops acknowledging stops the loop after max_in_flight batches.
+        await self._settle(keep=self.max_in_flight - 1)
 
-    async def _settle(self) -> None:
-        """Wait until the batch in flight is delivered; its offsets are then done."""
-        if self._in_flight is not None:
-            delivered, offsets = self._in_flight
+    async def _settle(self, keep: int = 0) -> None:
+        """Take the delivered batches, oldest first (their offsets are then done), waiting
+        until at most ``keep`` are still in flight."""
+        while self._in_flight and (len(self._in_flight) > keep or self._in_flight[0][0].done()):
+            delivered, offsets = self._in_flight[0]
             await delivered
-            self._in_flight = None
+            self._in_flight.popleft()
             self._done.update(offsets)
 
     def forget_all_but(self, assigned: Any) -> None:

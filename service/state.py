@@ -13,10 +13,11 @@ worker's CPU per transaction (see docs/benchmarks.md).
 
 Keys (``P`` = prefix and feature-spec version)::
 
-    P:c:{<hmac of card id>}:tx     ZSET  transaction id -> time
-    P:c:{<hmac of card id>}:val    HASH  transaction id -> "time,amount,crc32(terminal)" (the
-                                         content, for
-                                         idempotency and the amounts)
+    P:card:{<hmac of card id>}:tx  ZSET  transaction id -> time
+    P:card:{<hmac of card id>}:val HASH  transaction id -> (time, amount, crc32(terminal)) as
+                                         three little-endian doubles (the content, for
+                                         idempotency and the amounts; binary, so a card's
+                                         history comes back as one string parsed in C)
     P:t:{<terminal id>}:tx         ZSET  transaction id -> time
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
     P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
@@ -35,7 +36,10 @@ import functools
 import hashlib
 import hmac
 import math
+import struct
+import sys
 import zlib
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +60,9 @@ __all__ = ["PART", "Exchange", "RedisStore"]
 PART = 100
 
 # KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
-# Returns {-1} on a conflicting duplicate, else {duplicate flag, "time,amount,tag,time,..."}
-# in no particular order (HVALS: the cheapest read), as one string, so a long history costs
-# one reply element to parse; the worker sorts it.
+# Returns {-1} on a conflicting duplicate, else {duplicate flag, the card's other contents
+# concatenated} in no particular order (HVALS: the cheapest read), as one string, so a long
+# history costs one reply element to parse; the worker sorts it.
 _CARD = """
 local id, content = ARGV[1], ARGV[3]
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])
@@ -78,7 +82,7 @@ redis.call('ZADD', KEYS[1], ARGV[2], id)
 redis.call('HSET', KEYS[2], id, content)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return {duplicate, table.concat(history, ',')}
+return {duplicate, table.concat(history)}
 """
 
 # KEYS: terminal zset, fraud zset, known hash. ARGV: id, time, trim at or before, ttl,
@@ -126,23 +130,31 @@ def _floats(joined: bytes) -> list[float]:
     return list(map(float, joined.split(b","))) if joined else []
 
 
+#: A card's stored content: event time, amount, crc32 of the terminal id (exact in a double).
+_CONTENT = struct.Struct("<3d")
+
+
+def _content(tx: Transaction) -> bytes:
+    return _CONTENT.pack(tx.epoch, tx.amount, zlib.crc32(tx.terminal_id.encode()))
+
+
 def _card_history(joined: bytes) -> CardHistory:
-    """Parse "time,amount,terminal tag,..." (the card script's reply) into time order."""
-    if not joined:
-        return CardHistory()
-    parts = joined.split(b",")
-    times = list(map(float, parts[0::3]))
-    amounts = list(map(float, parts[1::3]))
+    """The card script's concatenated contents, in time order."""
+    values = array("d", joined)
+    if sys.byteorder == "big":
+        values.byteswap()
+    times = values[0::3].tolist()
+    amounts = values[1::3].tolist()
     # HVALS answers in insertion order while a hash is small (listpack), which is time
     # order unless events came late: sort only then.
-    if any(a > b for a, b in zip(times, times[1:], strict=False)):
+    if times != sorted(times):
         order = sorted(range(len(times)), key=times.__getitem__)
         times = [times[i] for i in order]
         amounts = [amounts[i] for i in order]
     return CardHistory(times, amounts)
 
 
-def _pack(*args: str | int) -> bytes:
+def _pack(*args: str | int | bytes) -> bytes:
     """One command in Redis' protocol, packed in C."""
     return hiredis.pack_command(args)  # type: ignore[arg-type] # its stub types a 1-tuple
 
@@ -156,7 +168,7 @@ class _Script:
     def of(cls, source: str) -> _Script:
         return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis' id
 
-    def call(self, keys: Sequence[str], args: Sequence[str]) -> _Call:
+    def call(self, keys: Sequence[str], args: Sequence[str | bytes]) -> _Call:
         return _Call(_pack("EVALSHA", self.sha, len(keys), *keys, *args), self)
 
 
@@ -208,7 +220,7 @@ class RedisStore:
         return hmac.new(self._secret, card_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def _card_keys(self, card_id: str) -> list[str]:
-        base = f"{self._prefix}:c:{{{self.card_tag(card_id)}}}"
+        base = f"{self._prefix}:card:{{{self.card_tag(card_id)}}}"
         return [f"{base}:tx", f"{base}:val"]
 
     def _terminal_keys(self, terminal_id: str) -> list[str]:
@@ -233,7 +245,6 @@ class RedisStore:
             t = tx.epoch
             card_trim = repr(t - spec.card_retention_seconds)
             terminal_trim = repr(t - spec.terminal_retention_seconds)
-            content = f"{t!r},{tx.amount!r},{zlib.crc32(tx.terminal_id.encode())}"
             if self.ids:
                 calls.append(
                     _Call(
@@ -251,7 +262,7 @@ class RedisStore:
             calls.append(
                 self._card.call(
                     self._card_keys(tx.card_id),
-                    [tx.transaction_id, repr(t), content, card_trim, card_trim, self._card_ttl],
+                    [tx.transaction_id, repr(t), _content(tx), card_trim, card_trim, self._card_ttl],
                 )
             )
             bounds = [repr(x) for window in terminal_windows(t, spec) for x in window]

@@ -102,7 +102,7 @@ def test_redelivery_and_conflicts_on_redis():
         first = await store.exchange([a, b])
         again = await store.exchange([b])
         conflict = await store.exchange([Transaction("b", "card", "other-term", 99.0, b.timestamp)])
-        card_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:c:*:tx")]
+        card_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:card:*:tx")]
         sizes = [await redis.zcard(k) for k in card_keys]
         other = await redis.zcard(f"{prefix}:v1:t:{{other-term}}:tx")
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
@@ -116,7 +116,7 @@ def test_redelivery_and_conflicts_on_redis():
     assert isinstance(conflict[0], DuplicateConflict)
     assert sizes == [2]  # the redelivery and the conflict changed nothing
     assert other == 0  # the conflicting copy was not counted at its terminal
-    assert all(b"card" not in k for k in card_keys)  # card ids only as keyed hashes
+    assert all(b"{card}" not in k for k in card_keys)  # card ids only as keyed hashes
 
 
 def test_late_events_and_lost_scripts():
@@ -159,7 +159,7 @@ def test_an_id_reused_by_another_card_is_refused_and_undone():
         next_b = Transaction("next-b", "card-b", "term-b", 5.0, now - timedelta(minutes=1))
         answers = [await store.exchange([tx]) for tx in (first, reuse, first, next_b)]
         twice = await store.exchange([reuse, reuse])  # a producer's retry in one batch
-        b_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:c:*:tx")]
+        b_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:card:*:tx")]
         sizes = sorted([await redis.zcard(k) for k in b_keys])
         term_b = await redis.zcard(f"{prefix}:v1:t:{{term-b}}:tx")
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]

@@ -262,7 +262,14 @@ class RedisStore:
             calls.append(
                 self._card.call(
                     self._card_keys(tx.card_id),
-                    [tx.transaction_id, repr(t), _content(tx), card_trim, card_trim, self._card_ttl],
+                    [
+                        tx.transaction_id,
+                        repr(t),
+                        _content(tx),
+                        card_trim,
+                        card_trim,
+                        self._card_ttl,
+                    ],
                 )
             )
             bounds = [repr(x) for window in terminal_windows(t, spec) for x in window]

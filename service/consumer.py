@@ -6,8 +6,10 @@ per transaction, more than the Redis round trip, the features and the model toge
 (docs/benchmarks.md). So the hot topic is read here instead, as a service of the Faust
 app: ``getmany`` hands over everything fetched (up to ``batch_size``) in one list, the
 batch is decided and its outputs acknowledged by the broker, and only then do its offsets
-count as done. Done offsets are committed every ``commit_interval`` seconds (a commit per
-batch is a round trip that small batches cannot afford), on a rebalance and on stop.
+count as done. The next batches are decided while those acknowledgements travel (up to
+``max_in_flight`` batches); offsets become done in batch order, however the acks arrive.
+Done offsets are committed every ``commit_interval`` seconds (a commit per batch is a
+round trip that small batches cannot afford), on a rebalance and on stop.
 Batches form by themselves: one event when traffic is light (no waiting to fill a batch),
 hundreds under load.
 

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service import metrics
 from service.app import app, kafka_client_options, models, processor, redis, settings, topics
 from service.consumer import BatchConsumer
-from service.processing import BatchResult, Message, retry_while_unavailable
+from service.processing import BatchResult, Exchanged, Message, retry_while_unavailable
 from service.records import Source, dead_letter
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,28 @@ async def _send_all(sends: list[tuple[str, bytes | None, bytes]]) -> None:
             delay = min(delay * 2, settings.retry_max_seconds)
 
 
+def _dead_batch(batch: list[Message], what: str, exc: Exception) -> list[bytes]:
+    """A bug must not lose the batch: every message goes to the dead-letter topic."""
+    log.exception("%s failed on a batch of %d; dead-lettering it", what, len(batch))
+    now = time.time()
+    reason = f"internal error ({type(exc).__name__}): {exc}"
+    return [dead_letter(m.value, m.source, reason, at=now) for m in batch]
+
+
 async def _guarded(work: Callable[[], Awaitable[Any]], batch: list[Message], what: str) -> Any:
     """Run ``work`` holding while Redis is down; on any other error dead-letter the batch."""
     try:
         return await retry_while_unavailable(work, max_delay=settings.retry_max_seconds, what=what)
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
-        log.exception("%s failed on a batch of %d; dead-lettering it", what, len(batch))
-        now = time.time()
-        reason = f"internal error ({type(exc).__name__}): {exc}"
-        return [dead_letter(m.value, m.source, reason, at=now) for m in batch]
+        return _dead_batch(batch, what, exc)
+
+
+# One batch at a time exchanges with Redis, in the order the batches came (its retries while
+# Redis is down included), so a card's transactions are recorded in order. While the next
+# batch's exchange runs in Redis, this one is scored and sent: Redis and the worker work
+# side by side. Outputs are queued in batch order too.
+_redis_turn = asyncio.Lock()
+_send_turn = asyncio.Lock()
 
 
 async def score(batch: list[Message], record_times: list[float]) -> Awaitable[None]:
@@ -73,11 +86,31 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
     while that fails), so the next batch can be decided meanwhile.
     """
     metrics.BATCH_SIZE.observe(len(batch))
-    outcome = await _guarded(partial(processor.transactions, batch), batch, "scoring")
+    async with _redis_turn:
+        exchanged = await _guarded(partial(processor.exchange, batch), batch, "scoring")
+        await _send_turn.acquire()  # before the next batch has Redis: outputs keep the order
+    try:
+        return await _decide_and_queue(batch, exchanged, record_times)
+    finally:
+        _send_turn.release()
+
+
+async def _decide_and_queue(
+    batch: list[Message], exchanged: Exchanged | list[bytes], record_times: list[float]
+) -> Awaitable[None]:
+    outcome: BatchResult | None = None
+    dead: list[bytes]
+    if isinstance(exchanged, Exchanged):
+        try:
+            outcome = processor.decide(exchanged)
+            dead = outcome.dead_letters
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+            dead = _dead_batch(batch, "scoring", exc)
+    else:
+        dead = exchanged  # the whole batch, dead-lettered: the exchange failed
     started = time.perf_counter()
     sends: list[tuple[str, bytes | None, bytes]] = []
-    dead = outcome  # the whole batch, dead-lettered, when scoring failed
-    if isinstance(outcome, BatchResult):
+    if outcome is not None:
         actions: Counter[str] = Counter()
         for decision in outcome.decisions:
             key = decision.transaction.card_id.encode()
@@ -88,7 +121,6 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
             actions[decision.action] += 1
         for action, n in actions.items():
             metrics.DECISIONS.labels(action).inc(n)
-        dead = outcome.dead_letters
     sends += [(settings.topic_dlq, None, d) for d in dead]
     try:
         producer = app.producer

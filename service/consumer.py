@@ -100,19 +100,24 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         self._loop = self.add_future(self._run())
 
     async def on_stop(self) -> None:
-        # Finish the batch in hand and commit it, then leave the group.
+        # Finish the batches in hand and commit them, then leave the group.
         try:
-            await asyncio.wait_for(self._loop_done.wait(), self.stop_timeout)
+            async with asyncio.timeout(self.stop_timeout):
+                await self._loop_done.wait()
+                async with self.lock:
+                    await self._settle()
         except TimeoutError:
-            # E.g. held by a Redis outage: give the batch up (it is not committed, so it is
+            # E.g. held by a Redis outage: give them up (they are not committed, so they are
             # delivered again) and release the lock a pending rebalance waits for.
             log.warning(
-                "transactions: batch not finished in %.0f s; giving it up", self.stop_timeout
+                "transactions: batches not finished in %.0f s; giving them up", self.stop_timeout
             )
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-            self._in_flight.clear()  # their acks may never come: not committed, redelivered
+            for delivered, _ in self._in_flight:
+                delivered.cancel()
+            self._in_flight.clear()
         try:
             async with asyncio.timeout(self.stop_timeout):
                 async with self.lock:
@@ -146,11 +151,15 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
             for r in records:
                 messages.append(Message(r.value, Source(r.topic, r.partition, r.offset)))
                 times.append(r.timestamp / 1000.0)
-        delivered = asyncio.ensure_future(await self.handle(messages, times))
+        delivered = asyncio.ensure_future(self._decide(messages, times))
         self._in_flight.append((delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}))
-        # The next batches are decided while the outputs of this one travel; a broker that
-        # stops acknowledging stops the loop after max_in_flight batches.
+        # The next batches are fetched and started while this one is decided and its outputs
+        # travel (the handler keeps their order); a broker that stops acknowledging, or a
+        # Redis that stops answering, stops the loop after max_in_flight batches.
         await self._settle(keep=self.max_in_flight - 1)
+
+    async def _decide(self, messages: list[Message], times: list[float]) -> None:
+        await (await self.handle(messages, times))
 
     async def _settle(self, keep: int = 0) -> None:
         """Take the delivered batches, oldest first (their offsets are then done), waiting

@@ -50,6 +50,16 @@ class BatchResult:
     dead_letters: list[bytes] = field(default_factory=list)
 
 
+@dataclass
+class Exchanged:
+    """A batch after its Redis round trip: each transaction's features, ready to score."""
+
+    result: BatchResult  # its dead letters so far
+    rows: list[list[float]] = field(default_factory=list)
+    scored: list[tuple[Transaction, bool]] = field(default_factory=list)  # (tx, duplicate)
+    degraded: bool = False
+
+
 class Processor:
     """Scores batches of transactions and records batches of labels."""
 
@@ -72,6 +82,11 @@ class Processor:
         self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet in Redis
 
     async def transactions(self, batch: Sequence[Message]) -> BatchResult:
+        return self.decide(await self.exchange(batch))
+
+    async def exchange(self, batch: Sequence[Message]) -> Exchanged:
+        """Decode, one Redis round trip, features. The state is recorded when this returns:
+        the next batch's exchange may start while this one is scored (:meth:`decide`)."""
         result = BatchResult()
         started = time.perf_counter()
         valid: list[tuple[Transaction, Message]] = []
@@ -96,7 +111,7 @@ class Processor:
         decoded = time.perf_counter()
         metrics.STAGE_SECONDS.labels("decode").observe(decoded - started)
         if not valid:
-            return result
+            return Exchanged(result)
 
         # Features are computed part by part as Redis answers, while it runs the rest.
         rows: list[list[float]] = []
@@ -138,13 +153,19 @@ class Processor:
         computed = time.perf_counter()
         metrics.STAGE_SECONDS.labels("redis").observe(computed - decoded - feature_seconds)
         metrics.STAGE_SECONDS.labels("features").observe(feature_seconds)
+        return Exchanged(result, rows, scored, degraded)
+
+    def decide(self, exchanged: Exchanged) -> BatchResult:
+        """Score the batch with one model (even across a swap) and apply the policy."""
+        started = time.perf_counter()
+        result, rows = exchanged.result, exchanged.rows
         if not rows:
             return result
-
-        model = self.models.model  # one model for the whole batch, even across a swap
+        model = self.models.model
         scores = model.score(np.asarray(rows, dtype=np.float32))
         now = self.clock()
         thresholds = model.info.thresholds
+        scored = exchanged.scored
         for (tx, duplicate), score, row in zip(scored, scores.tolist(), rows, strict=True):
             result.decisions.append(
                 Decision(
@@ -154,11 +175,11 @@ class Processor:
                     model.version,
                     now,
                     duplicate=duplicate,
-                    degraded=degraded,
+                    degraded=exchanged.degraded,
                     features=row if self.include_features else None,
                 )
             )
-        metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - computed)
+        metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
         return result
 
     def _keep_unrecorded(self, transactions: list[Transaction]) -> None:

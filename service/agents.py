@@ -89,6 +89,7 @@ async def score(batch: list[Message], record_times: list[float]) -> Awaitable[No
     async with _redis_turn:
         exchanged = await _guarded(partial(processor.exchange, batch), batch, "scoring")
         await _send_turn.acquire()  # before the next batch has Redis: outputs keep the order
+    await asyncio.sleep(0)  # the next batch, if there is one, sends its commands to Redis now
     try:
         return await _decide_and_queue(batch, exchanged, record_times)
     finally:

@@ -1,11 +1,12 @@
 """The worker's parts on the Faust app: score transactions, record labels, new models.
 
 Transactions come in batches from :class:`service.consumer.BatchConsumer`, which commits a
-batch once :func:`score` returns; labels come through a Faust agent, which acknowledges a
-taken batch as soon as the loop asks for the next one, even when the body raised. So in
-both, nothing returns before every output of the batch (decision, alert, dead letter) is
-confirmed by the broker: Redis outages are held and retried, a failed send is retried, and
-an unexpected error dead-letters the batch with its reason.
+batch once the outputs :func:`score` queued are acknowledged; labels come through a Faust
+agent, which acknowledges a taken batch as soon as the loop asks for the next one, even
+when the body raised. So in both, nothing counts as done before every output of the batch
+(decision, alert, dead letter) is confirmed by the broker: Redis outages are held and
+retried, a failed send is retried, and an unexpected error dead-letters the batch with its
+reason.
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         self.max_in_flight = max_in_flight
         self.stop_timeout = stop_timeout
         self.kafka = kafka
-        self.lock = asyncio.Lock()  # held while a batch is decided and by a rebalance
+        # Held while a batch is started and the finished ones are settled, and by a rebalance
+        # or a stop, which wait for every batch in hand.
+        self.lock = asyncio.Lock()
         # Decided batches whose outputs the broker has not acknowledged yet, oldest first,
         # with the offsets they complete.
         self._in_flight: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()

@@ -82,6 +82,7 @@ class Processor:
         self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet in Redis
 
     async def transactions(self, batch: Sequence[Message]) -> BatchResult:
+        """The whole path for one batch: :meth:`exchange`, then :meth:`decide`."""
         return self.decide(await self.exchange(batch))
 
     async def exchange(self, batch: Sequence[Message]) -> Exchanged:

@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from fraudcore import SPEC
 from fraudtools import bench_system as system
 from fraudtools.bench_kafka import (
     BenchError,
@@ -753,7 +754,7 @@ class Bench:
         from redis import Redis
 
         client = Redis.from_url(self.redis_url)
-        key = f"{self.prefix}:v1:id:{{{uuid.uuid4()}}}"
+        key = f"{self.prefix}:v{SPEC.version}:id:{{{uuid.uuid4()}}}"  # as RedisStore names it
         try:
             client.set(key, "0123456789abcdef", px=60_000)
             return int(client.memory_usage(key, samples=0) or 0)

@@ -61,6 +61,7 @@ from fraudtools.bench_kafka import (
     Decisions,
     arrivals_process,
     end_total,
+    freeze_gc,
     preload,
     read_decisions,
     runner,
@@ -797,6 +798,7 @@ class Bench:
                   + plan.baseline + plan.warm + plan.two_workers)
         _log(f"{self.run_id}: generating {budget:,} transactions ...")
         self.data = bench_data.build(budget)
+        freeze_gc()
         d = self.data
         self.result["data"] = {"customers": d.customers, "terminals": d.terminals,
                                "days": d.days, "transactions": d.records.transactions,

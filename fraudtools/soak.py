@@ -30,7 +30,7 @@ from redis import Redis
 from fraudtools import bench_data
 from fraudtools import bench_system as system
 from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles, execute
-from fraudtools.bench_kafka import preload
+from fraudtools.bench_kafka import freeze_gc, preload
 from fraudtools.bench_kafka import send_paced as send_paced_records
 from fraudtools.kafka_admin import create_topics
 
@@ -68,6 +68,7 @@ class Soak(Bench):
         warm_n = WARM_DAYS * TRANSACTIONS_PER_DAY
         _log(f"{self.run_id}: generating {warm_n + int(rate * seconds):,} transactions ...")
         self.data = bench_data.build(warm_n + int(rate * seconds) + 1_000)
+        freeze_gc()
         topics = self.topics("soak")
         await create_topics(self.bootstrap, list(topics.values()))
         worker = self.worker("worker", "soak", topics).start()

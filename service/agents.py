@@ -12,6 +12,7 @@ reason.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -173,6 +174,20 @@ async def record_labels(stream: Any) -> None:
         metrics.LABELS.inc(len(batch) - len(dead))
         if dead:
             await _send_all([(settings.topic_dlq, None, d) for d in dead])
+
+
+@app.task
+async def freeze_startup_objects() -> None:
+    """Once the worker is up, take what it has built so far (modules, model, clients: ~100k
+    objects) out of the garbage collector's full scans: they live as long as the process.
+    Each full collection scanned them all and stopped the worker 50-120 ms on this machine,
+    several times a minute under load: the latency tails (docs/benchmarks.md). From then on
+    every collection's pause is timed (``fraud_gc_pause_seconds``)."""
+    gc.collect()
+    gc.freeze()
+    metrics.GC_FROZEN.set(gc.get_freeze_count())
+    metrics.time_gc_pauses()
+    log.info("garbage collector: %d startup objects frozen", gc.get_freeze_count())
 
 
 @app.timer(interval=settings.model_poll_seconds)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -10,12 +14,15 @@ __all__ = [
     "DECISIONS",
     "DEGRADED",
     "EVENT_TO_DECISION_SECONDS",
+    "GC_FROZEN",
+    "GC_PAUSE_SECONDS",
     "LABELS",
     "MODEL_INFO",
     "RECORDED_LATE",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
+    "time_gc_pauses",
 ]
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -45,3 +52,25 @@ BATCH_SIZE = Histogram(
     "fraud_batch_size", "Events per micro-batch", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 )
 MODEL_INFO = Gauge("fraud_model_info", "The model in service (value 1)", ["version"])
+GC_PAUSE_SECONDS = Histogram(
+    "fraud_gc_pause_seconds",
+    "Pauses of Python's garbage collector (every decision in flight waits them out)",
+    ["generation"],
+    buckets=_FAST,
+)
+GC_FROZEN = Gauge("fraud_gc_frozen_objects", "Objects kept out of the collector's scans")
+
+
+def time_gc_pauses() -> None:
+    """Observe every collection's duration in :data:`GC_PAUSE_SECONDS`."""
+    started = 0.0
+    pauses = [GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses[info["generation"]].observe(time.perf_counter() - started)
+
+    gc.callbacks.append(on_gc)

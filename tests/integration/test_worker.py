@@ -209,3 +209,13 @@ def test_a_model_file_that_does_not_match_its_hash_is_refused(run, tmp_path):
     )
     assert done.returncode != 0
     assert "sha256" in done.stderr and "changed or corrupted" in done.stderr
+
+
+def test_the_started_worker_keeps_its_startup_objects_out_of_collections_and_times_pauses(
+    run, worker, frame
+):
+    _send(run, list(feed(frame.iloc[:300], delay_days=7, labels=False)))
+    assert len(asyncio.run(consume(run.topic("decisions"), until=300))) == 300
+    # ~100k objects exist once the app, the model and the clients are built.
+    assert worker.metric("fraud_gc_frozen_objects") > 50_000
+    assert worker.metric("fraud_gc_pause_seconds_count") > 0

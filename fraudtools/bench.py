@@ -155,6 +155,13 @@ def stage_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
         per_batch[stage] = round(seconds / count * 1000, 4) if count else None
         per_event[stage] = round(seconds / events * 1000, 4) if events else None
     e2d_n = delta("fraud_event_to_decision_seconds_count{}")
+    gc_pauses = gc_long = gc_seconds = 0.0
+    for generation in range(3):
+        labels = f'generation="{generation}"'
+        n = delta(f"fraud_gc_pause_seconds_count{{{labels}}}")
+        gc_pauses += n
+        gc_long += n - delta(f'fraud_gc_pause_seconds_bucket{{{labels},le="0.01"}}')
+        gc_seconds += delta(f"fraud_gc_pause_seconds_sum{{{labels}}}")
     return {
         "events": int(events),
         "batches": int(batches),
@@ -165,6 +172,9 @@ def stage_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
         "worker_record_to_decision_ms_mean": (
             round(delta("fraud_event_to_decision_seconds_sum{}") / e2d_n * 1000, 2)
             if e2d_n else None),
+        # the worker's garbage-collector pauses: how many, over 10 ms, and their total
+        "gc": {"pauses": int(gc_pauses), "over_10ms": int(gc_long),
+               "ms_total": round(gc_seconds * 1000, 1)},
     }
 
 

@@ -23,6 +23,11 @@ def _n(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _gc(stages: dict[str, Any]) -> str:
+    gc = stages.get("gc")  # not in reports from before the worker timed its pauses
+    return f"{gc['pauses']:,} ({gc['over_10ms']})" if gc else "n/a"
+
+
 def _rates(r: dict[str, Any]) -> list[str]:
     return sorted(r.get("latency_ms", {}), key=int)
 
@@ -101,8 +106,8 @@ def markdown(r: dict[str, Any], png: str) -> str:
         "plus the worker.",
         "",
         "| offered /s | achieved /s | p50 | p95 | p99 | max | sustained | mean batch | worker ms "
-        "per event (decode, redis, features, model, emit) |",
-        "|---:|---:|---:|---:|---:|---:|:---:|---:|---|",
+        "per event (decode, redis, features, model, emit) | worker GC pauses (> 10 ms) |",
+        "|---:|---:|---:|---:|---:|---:|:---:|---:|---|---:|",
     ]
     for rate in _rates(r):
         e = lat[rate]
@@ -110,7 +115,8 @@ def markdown(r: dict[str, Any], png: str) -> str:
         per_event = ", ".join(_n(st["ms_per_event"].get(s), 3) for s in STAGES)
         out.append(f"| {int(rate):,}{' (max)' if e['kind'] == 'max' else ''} | "
                    f"{_n(e['achieved_eps'])} | {e['p50']} | {e['p95']} | {e['p99']} | {e['max']} | "
-                   f"{_n(e['sustained'])} | {_n(st['mean_batch_size'], 1)} | {per_event} |")
+                   f"{_n(e['sustained'])} | {_n(st['mean_batch_size'], 1)} | {per_event} | "
+                   f"{_gc(st)} |")
     st = tp["stages"]
     out += [
         "",
@@ -120,7 +126,9 @@ def markdown(r: dict[str, Any], png: str) -> str:
         + ", ".join(f"{s} {_n(st['ms_per_event'].get(s), 4)} ms" for s in STAGES)
         + f" — {_n(st['ms_per_event_total'], 4)} ms in the stages against "
         f"{1000 / r['throughput_eps']:.4f} ms of wall time per decision; the rest is the "
-        "Kafka consumer and producer, the event loop and waiting for Redis.",
+        "Kafka consumer and producer, the event loop and waiting for Redis."
+        + (f" Garbage collector: {st['gc']['pauses']:,} pauses, {st['gc']['ms_total']} ms in "
+           f"all, {st['gc']['over_10ms']} over 10 ms." if st.get("gc") else ""),
         "",
         "## Cost (CPU from /proc, core-seconds per million decisions)",
         "",

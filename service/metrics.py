@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -61,8 +62,9 @@ GC_PAUSE_SECONDS = Histogram(
 GC_FROZEN = Gauge("fraud_gc_frozen_objects", "Objects kept out of the collector's scans")
 
 
-def time_gc_pauses() -> None:
-    """Observe every collection's duration in :data:`GC_PAUSE_SECONDS`."""
+def time_gc_pauses() -> Callable[[str, dict[str, Any]], None]:
+    """Observe every collection's duration in :data:`GC_PAUSE_SECONDS`; returns the
+    callback installed in ``gc.callbacks``."""
     started = 0.0
     pauses = [GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
 
@@ -74,3 +76,4 @@ def time_gc_pauses() -> None:
             pauses[info["generation"]].observe(time.perf_counter() - started)
 
     gc.callbacks.append(on_gc)
+    return on_gc

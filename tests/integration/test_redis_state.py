@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from fraudcore import FEATURE_NAMES, LabelEvent, Transaction, compute
+from fraudcore import FEATURE_NAMES, InMemoryStore, LabelEvent, Transaction, compute
 from fraudcore.errors import DuplicateConflict
 from service.state import RedisStore
 from training import generator
@@ -176,3 +176,49 @@ def test_an_id_reused_by_another_card_is_refused_and_undone():
     assert not isinstance(next_b, DuplicateConflict) and list(next_b.card.timestamps) == []
     assert sizes == [1, 1]  # card a: same-id once; card b: next-b only
     assert term_b == 1  # next-b only: the refused one was taken back
+
+
+def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
+    """Transactions and labels exactly on every trim and window bound and a microsecond
+    either side: the Lua scripts work the bounds out from the event time, and must land on
+    the same doubles as fraudcore (Lua's own number-to-text keeps 14 digits, a microsecond
+    needs 16)."""
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime(2018, 6, 15, 12, 0, 0, 123457, tzinfo=UTC)
+    day, tick = timedelta(days=1), timedelta(microseconds=1)
+    edges = [end - d * day for d in (40, 37, 33, 14, 8, 7)]  # trims and terminal windows
+    times = sorted({e + k * tick for e in edges for k in (-1, 0, 1)})
+    txs = [Transaction(f"e{i}", "card", "term", 10.0 + i, at) for i, at in enumerate(times)]
+    txs.append(Transaction("last", "card", "term", 99.0, end))
+    labels = [
+        LabelEvent(tx.transaction_id, "card", "term", tx.amount, tx.timestamp, tx.timestamp)
+        for tx in txs[:-1:2]
+    ]
+
+    async def on_redis():
+        redis = Redis.from_url(REDIS_URL)
+        prefix = f"it-{uuid.uuid4().hex[:8]}"
+        store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
+        answers = []
+        try:
+            await store.add_labels(labels)
+            for tx in txs:
+                answers += await store.exchange([tx])
+        finally:
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+        return answers
+
+    reference = InMemoryStore()
+    for label in labels:
+        reference.add_label(label)
+    for tx, answer in zip(txs, asyncio.run(on_redis()), strict=True):
+        card, terminal = reference.exchange(tx)
+        assert not isinstance(answer, DuplicateConflict)
+        assert list(answer.card.timestamps) == list(card.timestamps), tx.transaction_id
+        assert list(answer.terminal.counts) == list(terminal.counts), tx.transaction_id
+        assert sorted(answer.terminal.fraud_timestamps) == sorted(terminal.fraud_timestamps)
+        assert compute(tx, answer.card, answer.terminal) == compute(tx, card, terminal)

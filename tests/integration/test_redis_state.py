@@ -180,9 +180,9 @@ def test_an_id_reused_by_another_card_is_refused_and_undone():
 
 def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
     """Transactions and labels exactly on every trim and window bound and a microsecond
-    either side: the Lua scripts work the bounds out from the event time, and must land on
-    the same doubles as fraudcore (Lua's own number-to-text keeps 14 digits, a microsecond
-    needs 16)."""
+    either side: the bounds travel to Redis as text and must act on the same doubles as
+    fraudcore's (a microsecond at these epochs needs 16 significant digits; text that keeps
+    fewer, like Lua's own number-to-text with 14, miscounts here)."""
     from datetime import UTC, datetime, timedelta
 
     end = datetime(2018, 6, 15, 12, 0, 0, 123457, tzinfo=UTC)

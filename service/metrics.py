@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gc
+import math
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "BATCH_SIZE",
@@ -16,14 +21,13 @@ __all__ = [
     "DEGRADED",
     "EVENT_TO_DECISION_SECONDS",
     "GC_FROZEN",
-    "GC_PAUSE_SECONDS",
     "LABELS",
     "MODEL_INFO",
     "RECORDED_LATE",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
-    "time_gc_pauses",
+    "GcPauses",
 ]
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -53,27 +57,56 @@ BATCH_SIZE = Histogram(
     "fraud_batch_size", "Events per micro-batch", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 )
 MODEL_INFO = Gauge("fraud_model_info", "The model in service (value 1)", ["version"])
-GC_PAUSE_SECONDS = Histogram(
-    "fraud_gc_pause_seconds",
-    "Pauses of Python's garbage collector (every decision in flight waits them out)",
-    ["generation"],
-    buckets=_FAST,
-)
 GC_FROZEN = Gauge("fraud_gc_frozen_objects", "Objects kept out of the collector's scans")
 
 
-def time_gc_pauses() -> Callable[[str, dict[str, Any]], None]:
-    """Observe every collection's duration in :data:`GC_PAUSE_SECONDS`; returns the
-    callback installed in ``gc.callbacks``."""
-    started = 0.0
-    pauses = [GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
+class GcPauses:
+    """``fraud_gc_pause_seconds``: every collection's pause, by generation.
 
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        nonlocal started
+    Counted in plain lists from a ``gc.callbacks`` hook and turned into a histogram only when
+    ``/metrics`` is read: a metric's lock taken inside a collector callback can deadlock
+    (prometheus/client_python#363; why prometheus_client dropped its own pause histogram).
+    """
+
+    BOUNDS = (*_FAST, math.inf)
+
+    def __init__(self) -> None:
+        self._counts = [[0] * len(self.BOUNDS) for _ in range(3)]  # per generation, per bucket
+        self._sums = [0.0] * 3
+        self._started = 0.0
+
+    def install(self, registry: CollectorRegistry = REGISTRY) -> None:
+        """Start timing collections and serve them in ``registry``."""
+        registry.register(self)
+        gc.callbacks.append(self.on_gc)
+
+    def uninstall(self, registry: CollectorRegistry = REGISTRY) -> None:
+        gc.callbacks.remove(self.on_gc)
+        registry.unregister(self)
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            started = time.perf_counter()
-        else:
-            pauses[info["generation"]].observe(time.perf_counter() - started)
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info["generation"]
+        self._sums[generation] += pause
+        self._counts[generation][bisect_left(self.BOUNDS, pause)] += 1
 
-    gc.callbacks.append(on_gc)
-    return on_gc
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "fraud_gc_pause_seconds",
+            "Pauses of Python's garbage collector (every decision in flight waits them out)",
+            labels=["generation"],
+        )
+        for generation, counts in enumerate(self._counts):
+            cumulative = list(accumulate(counts))
+            family.add_metric(
+                [str(generation)],
+                [
+                    (floatToGoString(b), float(n))
+                    for b, n in zip(self.BOUNDS, cumulative, strict=True)
+                ],
+                self._sums[generation],
+            )
+        yield family

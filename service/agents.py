@@ -186,7 +186,7 @@ async def freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
     metrics.GC_FROZEN.set(gc.get_freeze_count())
-    metrics.GcPauses().install()
+    metrics.GC_PAUSES.install()
     log.info("garbage collector: %d startup objects frozen", gc.get_freeze_count())
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "DEGRADED",
     "EVENT_TO_DECISION_SECONDS",
     "GC_FROZEN",
+    "GC_PAUSES",
     "LABELS",
     "MODEL_INFO",
     "RECORDED_LATE",
@@ -76,7 +77,10 @@ class GcPauses:
         self._started = 0.0
 
     def install(self, registry: CollectorRegistry = REGISTRY) -> None:
-        """Start timing collections and serve them in ``registry``."""
+        """Start timing collections and serve them in ``registry`` (once: a restarted app
+        installs it again)."""
+        if self.on_gc in gc.callbacks:
+            return
         registry.register(self)
         gc.callbacks.append(self.on_gc)
 
@@ -110,3 +114,6 @@ class GcPauses:
                 self._sums[generation],
             )
         yield family
+
+
+GC_PAUSES = GcPauses()

@@ -26,8 +26,9 @@ def test_every_collection_is_timed_and_the_bench_counts_it():
     assert figures["pauses"] >= 2  # a young collection may slip in between
     assert figures["ms_total"] > 0
     assert 0 <= figures["over_10ms"] <= figures["pauses"]
-    assert after['fraud_gc_pause_seconds_count{generation="2"}'] == 2
+    full = after['fraud_gc_pause_seconds_count{generation="2"}']
+    assert full >= 2  # the two asked for (the collector may add one of its own)
     buckets = [
         v for k, v in after.items() if k.startswith('fraud_gc_pause_seconds_bucket{generation="2"')
     ]
-    assert buckets == sorted(buckets) and buckets[-1] == 2  # cumulative, +Inf holds them all
+    assert buckets == sorted(buckets) and buckets[-1] == full  # cumulative; +Inf holds them all

@@ -179,8 +179,7 @@ def arrivals_process(bootstrap: str, topic: str, conn, stop, received) -> None: 
             conn.send("ready")
             # Its collector's pauses would count as the worker's latency: off while it times
             # (it lives for one phase; what it keeps is a list of untracked tuples).
-            gc.collect()
-            gc.freeze()
+            freeze_gc()
             gc.disable()
             loads, monotonic = orjson.loads, time.monotonic
             while not stop.is_set():

@@ -185,9 +185,10 @@ async def freeze_startup_objects() -> None:
     every collection's pause is timed (``fraud_gc_pause_seconds``)."""
     gc.collect()
     gc.freeze()
-    metrics.GC_FROZEN.set(gc.get_freeze_count())
+    frozen = gc.get_freeze_count()
+    metrics.GC_FROZEN.set(frozen)
     metrics.GC_PAUSES.install()
-    log.info("garbage collector: %d startup objects frozen", gc.get_freeze_count())
+    log.info("garbage collector: %d startup objects frozen", frozen)
 
 
 @app.timer(interval=settings.model_poll_seconds)

@@ -59,15 +59,15 @@ __all__ = ["PART", "Exchange", "RedisStore"]
 #: is still running in Redis.
 PART = 100
 
-# KEYS: card zset, card hash. ARGV: id, time, content, read after, trim at or before, ttl.
+# KEYS: card zset, card hash. ARGV: id, time, content, trim at or before, ttl.
 # Returns {-1} on a conflicting duplicate, else {duplicate flag, the card's other contents
 # concatenated} in no particular order (HVALS: the cheapest read), as one string, so a long
 # history costs one reply element to parse; the worker sorts it.
 _CARD = """
 local id, content = ARGV[1], ARGV[3]
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
 if #old > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
   redis.call('HDEL', KEYS[2], unpack(old))
 end
 local seen = redis.call('HGET', KEYS[2], id)
@@ -80,13 +80,14 @@ end
 local history = redis.call('HVALS', KEYS[2])
 redis.call('ZADD', KEYS[1], ARGV[2], id)
 redis.call('HSET', KEYS[2], id, content)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {duplicate, table.concat(history)}
 """
 
-# KEYS: terminal zset, fraud zset, known hash. ARGV: id, time, trim at or before, ttl,
-# labels after, then (low, high) pairs. Returns {added, count..., "time,known,time,known..."}.
+# KEYS: terminal zset, fraud zset, known hash. ARGV: id, time, trim at or before (labels
+# after it are read), ttl, then (low, high) pairs. Returns {added, count...,
+# "time,known,time,known..."}.
 _TERMINAL = """
 local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
@@ -96,10 +97,10 @@ if #old > 0 then
   redis.call('HDEL', KEYS[3], unpack(old))
 end
 local out = {added}
-for i = 6, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[i], ARGV[i + 1])
 end
-local frauds = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[5], '+inf', 'WITHSCORES')
+local frauds = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES')
 local labels = {}
 if #frauds > 0 then
   local ids = {}
@@ -267,7 +268,6 @@ class RedisStore:
                         repr(t),
                         _content(tx),
                         card_trim,
-                        card_trim,
                         self._card_ttl,
                     ],
                 )
@@ -281,7 +281,6 @@ class RedisStore:
                         repr(t),
                         terminal_trim,
                         self._terminal_ttl,
-                        terminal_trim,
                         *bounds,
                     ],
                 )

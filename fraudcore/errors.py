@@ -7,6 +7,7 @@
      │    ├── InvalidTransaction
      │    └── InvalidLabel
      ├── DuplicateConflict (also ValueError)  a transaction id seen before with other content
+ ├── StateUnavailable                     the state store cannot be reached: hold or fail open
      └── ModelError                           a model the service must not load
           ├── FingerprintMismatch             trained on other feature definitions
           └── ModelIntegrityError             file hash or metadata does not match
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidTransaction",
     "ModelError",
     "ModelIntegrityError",
+    "StateUnavailable",
 ]
 
 
@@ -50,6 +52,13 @@ class InvalidLabel(InvalidEvent):
 
 class DuplicateConflict(FraudError, ValueError):
     """A transaction id arrived again with different content; the first one stands."""
+
+
+class StateUnavailable(FraudError):
+    """The state store cannot be reached (connection refused or lost, no answer in time).
+
+    The system's fault, not the event's: the batch is held and tried again, or decided on
+    empty history (fail-open); never dead-lettered."""
 
 
 class ModelError(FraudError):

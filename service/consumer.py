@@ -33,16 +33,16 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from service.processing import Message
-from service.records import Source
+from service.pipeline import Delivery
+from service.records import Message, Source
 
 __all__ = ["BatchConsumer"]
 
 log = logging.getLogger(__name__)
 
-# handle(messages, record times) decides a batch and returns what to await for its outputs
-# to be acknowledged by the broker.
-Handler = Callable[[list[Message], list[float]], Awaitable[Awaitable[None]]]
+# handle(messages, record times) decides a batch and queues its outputs; the delivery it
+# returns tells when the broker has acknowledged them all.
+Handler = Callable[[list[Message], list[float]], Awaitable[Delivery]]
 
 
 class _ReleaseAfterBatch(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,7 +60,7 @@ class _ReleaseAfterBatch(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
-class BatchConsumer(mode.Service):  # type: ignore[misc]
+class BatchConsumer(mode.Service):
     """Feed ``handle(messages, record_times)`` with batches of one topic; commit after it."""
 
     def __init__(
@@ -90,7 +90,7 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         self._in_flight: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()
         self._done: dict[TopicPartition, int] = {}  # decided and delivered, not committed
         self._committed_at = time.monotonic()
-        self._loop_done = asyncio.Event()
+        self._fetch_done = asyncio.Event()
 
     async def on_start(self) -> None:
         # Made here, in the worker's event loop.
@@ -99,13 +99,13 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         )
         self._consumer.subscribe([self.topic], listener=_ReleaseAfterBatch(self))
         await self._consumer.start()
-        self._loop = self.add_future(self._run())
+        self._fetching: asyncio.Future[None] = self.add_future(self._run())
 
     async def on_stop(self) -> None:
         # Finish the batches in hand and commit them, then leave the group.
         try:
             async with asyncio.timeout(self.stop_timeout):
-                await self._loop_done.wait()
+                await self._fetch_done.wait()
                 async with self.lock:
                     await self._settle()
         except TimeoutError:
@@ -114,9 +114,9 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
             log.warning(
                 "transactions: batches not finished in %.0f s; giving them up", self.stop_timeout
             )
-            self._loop.cancel()
+            self._fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+                await self._fetching
             for delivered, _ in self._in_flight:
                 delivered.cancel()
             self._in_flight.clear()
@@ -145,7 +145,7 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
             log.exception("transactions consumer failed; stopping the worker")
             await self.crash(exc)
         finally:
-            self._loop_done.set()
+            self._fetch_done.set()
 
     async def _batch(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         messages, times = [], []
@@ -161,7 +161,8 @@ class BatchConsumer(mode.Service):  # type: ignore[misc]
         await self._settle(keep=self.max_in_flight - 1)
 
     async def _decide(self, messages: list[Message], times: list[float]) -> None:
-        await (await self.handle(messages, times))
+        delivery = await self.handle(messages, times)
+        await delivery.confirmed()
 
     async def _settle(self, keep: int = 0) -> None:
         """Take the delivered batches, oldest first (their offsets are then done), waiting

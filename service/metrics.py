@@ -108,7 +108,7 @@ class GcPauses:
             family.add_metric(
                 [str(generation)],
                 [
-                    (floatToGoString(b), float(n))
+                    (floatToGoString(b), float(n))  # type: ignore[no-untyped-call] # unannotated
                     for b, n in zip(self.BOUNDS, cumulative, strict=True)
                 ],
                 self._sums[generation],

@@ -30,6 +30,7 @@ from fraudcore import (
 __all__ = [
     "MAX_DLQ_PAYLOAD",
     "Decision",
+    "Message",
     "Source",
     "dead_letter",
     "decode_label",
@@ -46,6 +47,14 @@ class Source:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed record: its value as it came, and where it came from."""
+
+    value: bytes | None
+    source: Source
 
 
 def _decode(payload: bytes | None, kind: str) -> Any:

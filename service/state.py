@@ -11,20 +11,7 @@ replies are read back under one timeout: redis-py's own pipeline packs in Python
 the scripts with an extra round trip and times every reply, which cost about half of the
 worker's CPU per transaction (see docs/benchmarks.md).
 
-Keys (``P`` = prefix and feature-spec version)::
-
-    P:card:{<hmac of card id>}:tx  ZSET  transaction id -> time
-    P:card:{<hmac of card id>}:val HASH  transaction id -> (time, amount, crc32(terminal)) as
-                                         three little-endian doubles (the content, for
-                                         idempotency and the amounts; binary, so a card's
-                                         history comes back as one string parsed in C)
-    P:t:{<terminal id>}:tx         ZSET  transaction id -> time
-    P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
-    P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
-    P:id:{<transaction id>}        STRING the first card (keyed hash, 16 digits) with this id,
-                                         until the transaction is older than a card's
-                                         history keeps (``ids=True``)
-
+Key names are built by :class:`service.keys.KeyLayout` (the layout is drawn there).
 Every key is trimmed to the spec's retention, relative to the transaction being scored,
 and expires after it, so memory is bounded. Card ids appear only as keyed hashes.
 """
@@ -32,9 +19,7 @@ and expires after it, so memory is bounded. Card ids appear only as keyed hashes
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import hmac
 import math
 import struct
 import sys
@@ -46,14 +31,20 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fraudcore import SPEC, CardHistory, FeatureSpec, LabelEvent, TerminalHistory, Transaction
-from fraudcore.errors import DuplicateConflict
+from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.features import terminal_windows
+from service.keys import KeyLayout
+from service.ports import Answer, Exchange, OnPart
 
-__all__ = ["PART", "Exchange", "RedisStore"]
+__all__ = ["PART", "RedisStore"]
+
+#: What an unreachable Redis raises: the store answers them as StateUnavailable.
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 #: Transactions answered at a time by :meth:`RedisStore.exchange` while the rest of the batch
 #: is still running in Redis.
@@ -157,7 +148,8 @@ def _card_history(joined: bytes) -> CardHistory:
 
 def _pack(*args: str | int | bytes) -> bytes:
     """One command in Redis' protocol, packed in C."""
-    return hiredis.pack_command(args)  # type: ignore[arg-type] # its stub types a 1-tuple
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type] # stub: a 1-tuple
+    return packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,17 +173,9 @@ class _Call:
     script: _Script | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """What the store answers for one transaction."""
-
-    card: CardHistory
-    terminal: TerminalHistory
-    duplicate: bool
-
-
 class RedisStore:
-    """The feature state of cards and terminals, shared by every worker."""
+    """The feature state of cards and terminals, shared by every worker (a
+    :class:`~service.ports.StateStore`)."""
 
     def __init__(
         self,
@@ -205,34 +189,32 @@ class RedisStore:
         self.redis = redis
         self.spec = spec
         self.ids = ids  # index ids across cards: the same id with another card is refused
-        self._secret = card_key_secret
-        self._prefix = f"{prefix}:v{spec.version}"
+        self.keys = KeyLayout(card_key_secret=card_key_secret, prefix=prefix, spec=spec)
         self._card = _Script.of(_CARD)
         self._terminal = _Script.of(_TERMINAL)
         self._label = _Script.of(_LABEL)
         self._timeout = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
         self._card_ttl = str(int(spec.card_retention_seconds * 1000))
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
-        # The HMAC was ~8 % of a transaction's cost; active cards come back often.
-        self.card_tag = functools.lru_cache(maxsize=1 << 16)(self._card_tag)
-
-    def _card_tag(self, card_id: str) -> str:
-        """The keyed hash that stands for a card id in Redis (and in logs)."""
-        return hmac.new(self._secret, card_id.encode(), hashlib.sha256).hexdigest()[:32]
+        self.card_tag = self.keys.card_tag
 
     def _card_keys(self, card_id: str) -> list[str]:
-        base = f"{self._prefix}:card:{{{self.card_tag(card_id)}}}"
-        return [f"{base}:tx", f"{base}:val"]
+        keys = self.keys.card(card_id)
+        return [keys.tx, keys.val]
 
     def _terminal_keys(self, terminal_id: str) -> list[str]:
-        base = f"{self._prefix}:t:{{{terminal_id}}}"
-        return [f"{base}:tx", f"{base}:fraud", f"{base}:known"]
+        keys = self.keys.terminal(terminal_id)
+        return [keys.tx, keys.fraud, keys.known]
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:  # noqa: BLE001 - a health probe reports, never raises
+            return False
 
     async def exchange(
-        self,
-        transactions: Sequence[Transaction],
-        on_part: Callable[[list[Exchange | DuplicateConflict]], None] | None = None,
-    ) -> list[Exchange | DuplicateConflict]:
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
         """For each transaction in order: its histories before it, then it is recorded.
 
         ``on_part`` gets the answers in order, ``PART`` transactions at a time, as they
@@ -240,6 +222,14 @@ class RedisStore:
         """
         if not transactions:
             return []
+        try:
+            return await self._exchange(transactions, on_part)
+        except _REDIS_DOWN as exc:
+            raise StateUnavailable(f"Redis unavailable: {exc!r}") from exc
+
+    async def _exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None
+    ) -> list[Answer]:
         spec = self.spec
         calls = []
         for tx in transactions:
@@ -285,18 +275,19 @@ class RedisStore:
                     ],
                 )
             )
-        results: list[Exchange | DuplicateConflict] = []
+        results: list[Answer] = []
         undo: list[_Call] = []
 
         per = 3 if self.ids else 2  # calls a transaction
 
         def answer(first: int, replies: list[Any]) -> None:
             # replies of calls[first:first + len(replies)]: whole transactions
-            part = []
+            part: list[Answer] = []
             for j in range(0, len(replies), per):
                 tx = transactions[(first + j) // per]
                 first_card = replies[j] if self.ids else None
-                part.append(self._answer(tx, first_card, *replies[j + per - 2 : j + per], undo))
+                card_reply, terminal_reply = replies[j + per - 2], replies[j + per - 1]
+                part.append(self._answer(tx, first_card, card_reply, terminal_reply, undo))
             results.extend(part)
             if on_part is not None:
                 on_part(part)
@@ -308,7 +299,7 @@ class RedisStore:
         return results
 
     def _id_key(self, tx: Transaction) -> str:
-        return f"{self._prefix}:id:{{{tx.transaction_id}}}"
+        return self.keys.transaction_id(tx.transaction_id)
 
     def _answer(
         self,
@@ -317,7 +308,7 @@ class RedisStore:
         card_reply: Any,
         terminal_reply: Any,
         undo: list[_Call],
-    ) -> Exchange | DuplicateConflict:
+    ) -> Answer:
         # Another card had the id first: refused, even when this card's keys already hold it
         # (a second copy in the same batch, or an earlier refusal whose undo never ran).
         other_card = (
@@ -367,7 +358,10 @@ class RedisStore:
             )
             for label in labels
         ]
-        await self._run(calls)
+        try:
+            await self._run(calls)
+        except _REDIS_DOWN as exc:
+            raise StateUnavailable(f"Redis unavailable: {exc!r}") from exc
 
     async def _run(
         self,

@@ -1,0 +1,67 @@
+"""The reference state store behind the :class:`~service.ports.StateStore` port.
+
+:class:`MemoryStore` answers a batch the way :class:`~service.state.RedisStore` does —
+duplicates flagged, conflicts answered (not raised), ids indexed across cards — with
+:class:`fraudcore.InMemoryStore` doing the state. Unit tests run the whole batch path on
+it, and :attr:`MemoryStore.down` stands for an outage: while it is set, every call raises
+:class:`~fraudcore.errors.StateUnavailable`, as the Redis store does when Redis is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fraudcore import SPEC, FeatureSpec, InMemoryStore, LabelEvent, Transaction
+from fraudcore.errors import DuplicateConflict, StateUnavailable
+from service.ports import Answer, Exchange, OnPart
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """In-process card and terminal state with the Redis store's batch semantics."""
+
+    def __init__(self, *, spec: FeatureSpec = SPEC, ids: bool = True, part: int = 100) -> None:
+        self.state = InMemoryStore(spec=spec)
+        self.ids = ids  # index ids across cards: the same id with another card is refused
+        self.part = part  # answers handed to on_part at a time
+        self.down = False  # an outage: every call raises StateUnavailable
+        self.first_card: dict[str, str] = {}  # transaction id -> the first card that used it
+        self.labels: list[LabelEvent] = []  # every label recorded, in order
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
+        self._check()
+        answers = [self._one(tx) for tx in transactions]
+        if on_part is not None:
+            for start in range(0, len(answers), self.part):
+                on_part(answers[start : start + self.part])
+        return answers
+
+    def _one(self, tx: Transaction) -> Answer:
+        if self.ids and self.first_card.setdefault(tx.transaction_id, tx.card_id) != tx.card_id:
+            return DuplicateConflict(
+                f"transaction {tx.transaction_id!r} was seen before with another card; the "
+                "first one stands. Give a corrected transaction a new id."
+            )
+        card = self.state.cards.get(tx.card_id)
+        duplicate = card is not None and card.get(tx.transaction_id) is not None
+        try:
+            card_history, terminal_history = self.state.exchange(tx)
+        except DuplicateConflict as conflict:
+            return conflict
+        return Exchange(card_history, terminal_history, duplicate)
+
+    async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
+        self._check()
+        for label in labels:
+            self.state.add_label(label)
+            self.labels.append(label)
+
+    async def ping(self) -> bool:
+        return not self.down
+
+    def _check(self) -> None:
+        if self.down:
+            raise StateUnavailable("the in-memory store is marked down")

@@ -1,0 +1,440 @@
+"""One batch, from consumed messages to outputs the broker has acknowledged.
+
+::
+
+    messages ─► decode, validate ─► state exchange ─► features ─► score ─► policy ─► send ─► acks
+                 │ (dead letters)    StateStore port   fraudcore   ONNX               Sink port
+                 ▼
+           the batch's result: decisions and dead letters, in batch order
+
+:class:`BatchPipeline` owns that whole path and talks to the outside only through its ports
+(:mod:`service.ports`): a state store, a sink, the model in service. No Kafka, Redis or
+Faust here, so unit tests run it on the in-memory store and a recording sink.
+
+Whose fault it is decides where a message goes:
+
+- the message's (invalid, too far in the future, a conflicting id): the dead-letter topic
+  with the reason, in the batch's result;
+- the state store's (unreachable): :func:`~service.retry.hold` — the batch waits and is
+  tried again (``fail_policy="hold"``), or it is decided on empty history and marked
+  degraded (``"open"``), its transactions kept to be recorded once the store is back;
+- a bug (any other exception): the batch is dead-lettered with the error, so nothing is
+  lost silently;
+- the broker's (a send that fails): the batch's outputs are sent again until every one
+  is acknowledged (:class:`Delivery`).
+
+Batches overlap: while one batch is scored and sent, the next one's state exchange runs in
+the store. Two turns keep the order: one batch at a time exchanges state (so a card's
+transactions are recorded in the order they came), and outputs are queued in batch order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import numpy as np
+
+from fraudcore import SPEC, CardHistory, LabelEvent, TerminalHistory, Transaction, compute, decide
+from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
+from service import metrics
+from service.ports import Answer, Models, Sink, StateStore
+from service.records import Decision, Message, dead_letter, decode_label, decode_transaction
+from service.retry import Sleep, Unavailable, hold, retry
+
+__all__ = [
+    "MAX_UNRECORDED",
+    "BatchPipeline",
+    "BatchResult",
+    "Delivery",
+    "Options",
+    "Output",
+    "OutputTopics",
+]
+
+log = logging.getLogger(__name__)
+
+#: Transactions decided on empty history (fail-open) kept to be recorded once the store is
+#: back; beyond this many the oldest are dropped (and counted), so memory stays bounded.
+MAX_UNRECORDED = 200_000
+#: Backlog transactions recorded per store call once the store is back.
+_BACKLOG_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    decisions: str
+    alerts: str
+    dlq: str
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the pipeline decides; the worker takes them from its settings."""
+
+    fail_policy: Literal["hold", "open"] = "hold"
+    include_features: bool = False  # the feature vector in every decision
+    max_future_seconds: float = 3600.0  # events dated further ahead are dead-lettered
+    retry_max_seconds: float = 5.0  # longest backoff while holding or sending again
+    max_unrecorded: int = MAX_UNRECORDED
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to send."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a batch came to: its decisions and its dead letters, each in batch order."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    dead_letters: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """A batch after validation: the transactions to exchange, and the dead letters."""
+
+    valid: list[tuple[Transaction, Message]]
+    dead_letters: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchanged:
+    """A batch after its state exchange: each transaction's features, ready to score.
+
+    A batch that failed has no rows and every message among its dead letters."""
+
+    dead_letters: list[bytes]
+    rows: list[list[float]] = field(default_factory=list)
+    scored: list[tuple[Transaction, bool]] = field(default_factory=list)  # (tx, duplicate)
+    degraded: bool = False
+
+
+class Delivery:
+    """A batch's outputs, queued on the sink. :meth:`confirmed` returns once the broker has
+    acknowledged every one (sending them all again while that fails)."""
+
+    def __init__(
+        self,
+        outputs: list[Output],
+        queued: list[Awaitable[object]],
+        *,
+        send_again: Callable[[list[Output]], Awaitable[None]],
+        record_times: Sequence[float],
+        clock: Callable[[], float],
+    ) -> None:
+        self.outputs = outputs
+        self._queued = queued
+        self._send_again = send_again
+        self._record_times = record_times
+        self._clock = clock
+
+    async def confirmed(self) -> None:
+        try:
+            if len(self._queued) != len(self.outputs):
+                raise RuntimeError("not every record was queued")
+            await asyncio.gather(*self._queued)
+        except Exception as exc:  # noqa: BLE001 - any send failure: send them all again
+            log.warning("delivery of %d records failed (%r); sending again", len(self.outputs), exc)
+            await self._send_again(self.outputs)
+        now = self._clock()
+        for at in self._record_times:
+            metrics.EVENT_TO_DECISION_SECONDS.observe(max(0.0, now - at))
+
+
+class BatchPipeline:
+    """Decides batches of transactions, records batches of labels, and sends the outputs."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        models: Models,
+        sink: Sink,
+        *,
+        topics: OutputTopics,
+        options: Options = Options(),
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.sink = sink
+        self.topics = topics
+        self.options = options
+        self.clock = clock
+        self.sleep = sleep
+        self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet recorded
+        self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
+        self._send_turn = asyncio.Lock()  # outputs are queued in batch order
+
+    # -- transactions --------------------------------------------------------------------
+
+    async def transactions(
+        self, batch: Sequence[Message], record_times: Sequence[float] = ()
+    ) -> Delivery:
+        """Decide a batch and queue its outputs; the :class:`Delivery` tells when the
+        broker has them all. The next batch may be started as soon as this returns.
+
+        ``record_times``: when each message was written to Kafka, for the latency metric.
+        """
+        metrics.BATCH_SIZE.observe(len(batch))
+        async with self._state_turn:
+            exchanged = await self._exchange(batch)
+            await self._send_turn.acquire()  # before the next batch has the state turn
+        await asyncio.sleep(0)  # the next batch, if there is one, sends its commands now
+        try:
+            return await self._queue(self._decide(batch, exchanged), record_times)
+        finally:
+            self._send_turn.release()
+
+    async def decide(self, batch: Sequence[Message]) -> BatchResult:
+        """Decide a batch without sending anything (the in-process benchmark)."""
+        async with self._state_turn:
+            exchanged = await self._exchange(batch)
+        return self._decide(batch, exchanged)
+
+    async def _exchange(self, batch: Sequence[Message]) -> _Exchanged:
+        """Validate, then one state exchange for the batch (held while the store is away).
+        The state is recorded when this returns."""
+        try:
+            decoded = self._decode(batch)
+            if not decoded.valid:
+                return _Exchanged(decoded.dead_letters)
+            return await hold(
+                partial(self._exchange_state, decoded),
+                what="scoring",
+                max_delay=self.options.retry_max_seconds,
+                sleep=self.sleep,
+            )
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+            return _Exchanged(self._dead_batch(batch, "scoring", exc))
+
+    def _decode(self, batch: Sequence[Message]) -> _Decoded:
+        started = time.perf_counter()
+        valid: list[tuple[Transaction, Message]] = []
+        dead: list[bytes] = []
+        horizon = self.clock() + self.options.max_future_seconds
+        for message in batch:
+            try:
+                tx = decode_transaction(message.value)
+            except InvalidEvent as exc:
+                dead.append(self._dead_letter(message, str(exc)))
+                continue
+            if tx.epoch > horizon:
+                # State is trimmed relative to event time: one event from the far future
+                # would wipe its card's and terminal's history.
+                reason = (
+                    f"timestamp: more than {self.options.max_future_seconds:g} s "
+                    "ahead of the worker's clock"
+                )
+                dead.append(self._dead_letter(message, reason))
+                continue
+            valid.append((tx, message))
+        metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+        return _Decoded(valid, dead)
+
+    async def _exchange_state(self, decoded: _Decoded) -> _Exchanged | Unavailable:
+        started = time.perf_counter()
+        valid = decoded.valid
+        # Features are computed part by part as the store answers, while it runs the rest.
+        rows: list[list[float]] = []
+        scored: list[tuple[Transaction, bool]] = []
+        conflicts: list[tuple[Message, str]] = []
+        feature_seconds = 0.0
+
+        def take(part: Sequence[Answer]) -> None:
+            nonlocal feature_seconds
+            begin = time.perf_counter()
+            done = len(scored) + len(conflicts)
+            for (tx, message), answer in zip(valid[done:], part, strict=False):
+                if isinstance(answer, DuplicateConflict):
+                    conflicts.append((message, str(answer)))
+                else:
+                    rows.append(compute(tx, answer.card, answer.terminal))
+                    scored.append((tx, answer.duplicate))
+            feature_seconds += time.perf_counter() - begin
+
+        try:
+            await self._record_unrecorded()
+            await self.store.exchange([tx for tx, _ in valid], on_part=take)
+        except StateUnavailable as exc:
+            if self.options.fail_policy == "hold":
+                return Unavailable(str(exc))
+            return self._decided_on_empty_history(decoded, exc)
+        dead = decoded.dead_letters + [self._dead_letter(m, reason) for m, reason in conflicts]
+        state_seconds = time.perf_counter() - started - feature_seconds
+        metrics.STAGE_SECONDS.labels("redis").observe(state_seconds)
+        metrics.STAGE_SECONDS.labels("features").observe(feature_seconds)
+        return _Exchanged(dead, rows, scored)
+
+    def _decided_on_empty_history(self, decoded: _Decoded, exc: Exception) -> _Exchanged:
+        """Fail-open: features of a first-seen card and terminal; recorded later."""
+        valid = [tx for tx, _ in decoded.valid]
+        log.warning("state unavailable, deciding %d events on empty history: %s", len(valid), exc)
+        metrics.DEGRADED.inc(len(valid))
+        self._keep_unrecorded(valid)
+        empty = TerminalHistory(counts=[0] * len(SPEC.terminal_windows_days))
+        rows = [compute(tx, CardHistory(), empty) for tx in valid]
+        return _Exchanged(decoded.dead_letters, rows, [(tx, False) for tx in valid], True)
+
+    def _keep_unrecorded(self, transactions: list[Transaction]) -> None:
+        self._unrecorded += transactions
+        excess = len(self._unrecorded) - self.options.max_unrecorded
+        if excess > 0:
+            del self._unrecorded[:excess]
+            metrics.UNRECORDED_DROPPED.inc(excess)
+            log.error(
+                "fail-open backlog full: %d degraded transactions will never be recorded",
+                excess,
+            )
+
+    async def _record_unrecorded(self) -> None:
+        """Record the transactions decided while the store was away, in their order, before
+        any newer one: later features then count them as an uninterrupted run would."""
+        while self._unrecorded:
+            chunk = self._unrecorded[:_BACKLOG_CHUNK]
+            await self.store.exchange(chunk)  # the answers were given already, degraded
+            del self._unrecorded[: len(chunk)]
+            metrics.RECORDED_LATE.inc(len(chunk))
+
+    @property
+    def unrecorded(self) -> int:
+        """Degraded transactions waiting to be recorded."""
+        return len(self._unrecorded)
+
+    def _decide(self, batch: Sequence[Message], exchanged: _Exchanged) -> BatchResult:
+        """Score the batch with one model (even across a swap) and apply the policy."""
+        if not exchanged.rows:
+            return BatchResult([], exchanged.dead_letters)
+        try:
+            return BatchResult(self._score(exchanged), exchanged.dead_letters)
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+            return BatchResult([], self._dead_batch(batch, "scoring", exc))
+
+    def _score(self, exchanged: _Exchanged) -> list[Decision]:
+        started = time.perf_counter()
+        model = self.models.model
+        scores = model.score(np.asarray(exchanged.rows, dtype=np.float32))
+        now = self.clock()
+        thresholds = model.info.thresholds
+        include = self.options.include_features
+        decisions = [
+            Decision(
+                tx,
+                score,
+                decide(score, thresholds),
+                model.version,
+                now,
+                duplicate=duplicate,
+                degraded=exchanged.degraded,
+                features=row if include else None,
+            )
+            for (tx, duplicate), score, row in zip(
+                exchanged.scored, scores.tolist(), exchanged.rows, strict=True
+            )
+        ]
+        metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
+        return decisions
+
+    async def _queue(self, result: BatchResult, record_times: Sequence[float]) -> Delivery:
+        """Queue the batch's outputs on the sink: each decision (and its alert, unless it
+        approves), then the dead letters."""
+        started = time.perf_counter()
+        outputs: list[Output] = []
+        actions: Counter[str] = Counter()
+        for decision in result.decisions:
+            key = decision.transaction.card_id.encode()
+            value = decision.to_json()
+            outputs.append(Output(self.topics.decisions, key, value))
+            if decision.action != "approve":
+                outputs.append(Output(self.topics.alerts, key, value))
+            actions[decision.action] += 1
+        for action, n in actions.items():
+            metrics.DECISIONS.labels(action).inc(n)
+        outputs += [Output(self.topics.dlq, None, d) for d in result.dead_letters]
+        queued: list[Awaitable[object]] = []
+        try:
+            for output in outputs:
+                queued.append(await self.sink.send(output.topic, output.key, output.value))
+        except Exception as exc:  # noqa: BLE001 - the delivery sends them all again
+            log.warning("queueing %d records failed (%r)", len(outputs), exc)
+        metrics.STAGE_SECONDS.labels("emit").observe(time.perf_counter() - started)
+        return Delivery(
+            outputs,
+            queued,
+            send_again=self._send_until_acknowledged,
+            record_times=record_times,
+            clock=self.clock,
+        )
+
+    async def _send_until_acknowledged(self, outputs: list[Output]) -> None:
+        async def send_all() -> None:
+            pending = [await self.sink.send(o.topic, o.key, o.value) for o in outputs]
+            await asyncio.gather(*pending)
+
+        await retry(
+            send_all,
+            what=f"sending {len(outputs)} records",
+            max_delay=self.options.retry_max_seconds,
+            sleep=self.sleep,
+        )
+
+    # -- labels --------------------------------------------------------------------------
+
+    async def labels(self, batch: Sequence[Message]) -> int:
+        """Record a batch of label events and deliver its dead letters; returns how many
+        labels were recorded. Labels are never decided on: they always wait for the store."""
+        labels: list[LabelEvent] = []
+        dead: list[bytes] = []
+        try:
+            for message in batch:
+                try:
+                    labels.append(decode_label(message.value))
+                except InvalidEvent as exc:
+                    dead.append(self._dead_letter(message, str(exc)))
+            await hold(
+                partial(self._add_labels, labels),
+                what="labels",
+                max_delay=self.options.retry_max_seconds,
+                sleep=self.sleep,
+            )
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+            labels, dead = [], self._dead_batch(batch, "labels", exc)
+        metrics.LABELS.inc(len(labels))
+        if dead:
+            await self._send_until_acknowledged([Output(self.topics.dlq, None, d) for d in dead])
+        return len(labels)
+
+    async def _add_labels(self, labels: list[LabelEvent]) -> None | Unavailable:
+        try:
+            await self.store.add_labels(labels)
+        except StateUnavailable as exc:
+            return Unavailable(str(exc))
+        return None
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def _dead_letter(self, message: Message, reason: str) -> bytes:
+        src = message.source
+        log.info("dead letter %s[%d]@%d: %s", src.topic, src.partition, src.offset, reason)
+        metrics.DEAD_LETTERS.labels(src.topic).inc()
+        return dead_letter(message.value, src, reason, at=self.clock())
+
+    def _dead_batch(self, batch: Sequence[Message], what: str, exc: Exception) -> list[bytes]:
+        """A bug must not lose the batch: every message goes to the dead-letter topic."""
+        log.exception("%s failed on a batch of %d; dead-lettering it", what, len(batch))
+        now = self.clock()
+        reason = f"internal error ({type(exc).__name__}): {exc}"
+        return [dead_letter(m.value, m.source, reason, at=now) for m in batch]

@@ -1,0 +1,88 @@
+"""The ports of the batch path: what :class:`~service.pipeline.BatchPipeline` needs from the
+outside, as small protocols.
+
+- :class:`StateStore`: the feature state of cards and terminals. Implemented by
+  :class:`service.state.RedisStore` (Redis) and :class:`service.memory.MemoryStore` (the
+  reference semantics of :class:`fraudcore.InMemoryStore`, for tests and tools).
+- :class:`Sink`: where outputs go. Implemented by :class:`service.sink.ProducerSink`
+  (Kafka, through the Faust app's producer); tests pass a recording one.
+- :class:`Models`: the model in service (:class:`service.model.ModelHolder`).
+
+A store says it cannot be reached by raising
+:class:`~fraudcore.errors.StateUnavailable`, and nothing else
+for that: every other exception is a bug or a refusal, not an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fraudcore import CardHistory, LabelEvent, TerminalHistory, Transaction
+from fraudcore.errors import DuplicateConflict, StateUnavailable
+from service.model import Model
+
+__all__ = [
+    "Answer",
+    "Exchange",
+    "Models",
+    "OnPart",
+    "Sink",
+    "StateStore",
+    "StateUnavailable",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What the store answers for one transaction: the histories before it."""
+
+    card: CardHistory
+    terminal: TerminalHistory
+    duplicate: bool
+
+
+#: Per transaction, in batch order: its histories, or why its id is refused.
+Answer = Exchange | DuplicateConflict
+#: Called with the answers in order, a part at a time, while the store works on the rest.
+OnPart = Callable[[Sequence[Answer]], None]
+
+
+class StateStore(Protocol):
+    """Card and terminal state with the semantics of :class:`fraudcore.InMemoryStore`.
+
+    :meth:`exchange` answers each transaction with its card's and terminal's history
+    *before* it and records it, in batch order (a card's second transaction in a batch
+    sees its first). The same transaction again is answered as a duplicate with the same
+    history; the same id with other content (or, with the id index, on another card) is
+    answered with a :class:`~fraudcore.errors.DuplicateConflict` and recorded nowhere.
+    """
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]: ...
+
+    async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
+        """Record fraud labels on their terminals (the first label of a transaction wins)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers right now (for ``/health``); never raises."""
+        ...
+
+
+class Sink(Protocol):
+    """Where a batch's outputs go."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        """Queue one record; returns what completes when the broker has acknowledged it
+        (and fails if it never will). Raises when the record cannot even be queued."""
+        ...
+
+
+class Models(Protocol):
+    """The model in service; read once per batch, so a swap never splits one."""
+
+    @property
+    def model(self) -> Model: ...

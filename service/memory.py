@@ -9,7 +9,8 @@ it, and :attr:`MemoryStore.down` stands for an outage: while it is set, every ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from fraudcore import SPEC, FeatureSpec, InMemoryStore, LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
@@ -21,12 +22,22 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """In-process card and terminal state with the Redis store's batch semantics."""
 
-    def __init__(self, *, spec: FeatureSpec = SPEC, ids: bool = True, part: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        spec: FeatureSpec = SPEC,
+        ids: bool = True,
+        part: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.state = InMemoryStore(spec=spec)
+        self.spec = spec
         self.ids = ids  # index ids across cards: the same id with another card is refused
         self.part = part  # answers handed to on_part at a time
+        self.clock = clock  # the id index forgets an id by this clock, as Redis expires it
         self.down = False  # an outage: every call raises StateUnavailable
-        self.first_card: dict[str, str] = {}  # transaction id -> the first card that used it
+        # transaction id -> (the first card that used it, until when it is remembered)
+        self.first_card: dict[str, tuple[str, float]] = {}
         self.labels: list[LabelEvent] = []  # every label recorded, in order
 
     async def exchange(
@@ -39,8 +50,19 @@ class MemoryStore:
                 on_part(answers[start : start + self.part])
         return answers
 
+    def _first_card(self, tx: Transaction) -> str:
+        """The card that used this id first, while remembered: like the Redis store's id
+        key, until the transaction is older (by the clock) than a card's history keeps."""
+        known = self.first_card.get(tx.transaction_id)
+        if known is not None and known[1] > self.clock():
+            return known[0]
+        until = tx.epoch + self.spec.card_retention_seconds
+        if until > self.clock():
+            self.first_card[tx.transaction_id] = (tx.card_id, until)
+        return tx.card_id
+
     def _one(self, tx: Transaction) -> Answer:
-        if self.ids and self.first_card.setdefault(tx.transaction_id, tx.card_id) != tx.card_id:
+        if self.ids and self._first_card(tx) != tx.card_id:
             return DuplicateConflict(
                 f"transaction {tx.transaction_id!r} was seen before with another card; the "
                 "first one stands. Give a corrected transaction a new id."

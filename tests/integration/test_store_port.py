@@ -1,0 +1,121 @@
+"""One port, one semantics: the Redis store on a real Redis answers every batch exactly as
+the in-memory reference store does — histories, duplicates, refused ids, labels, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from fraudcore import LabelEvent, Transaction
+from fraudcore.errors import DuplicateConflict, StateUnavailable
+from service.memory import MemoryStore
+from service.ports import Answer, StateStore
+from service.state import RedisStore
+
+from .conftest import REDIS_URL
+
+# Recent: the id index remembers an id until its transaction is older than a card's
+# history keeps, by the wall clock (as Redis expires the id key).
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=12)
+
+
+def _batches(seed: int) -> list[list[Transaction]]:
+    """Traffic with what the port must agree on: repeats, a reused id with other content,
+    the same id on another card, several transactions of a card in one batch."""
+    rng = random.Random(seed)
+    seen: list[Transaction] = []
+    batches = []
+    for b in range(12):
+        batch = []
+        for i in range(40):
+            roll = rng.random()
+            if seen and roll < 0.1:
+                batch.append(rng.choice(seen))  # the same transaction again
+            elif seen and roll < 0.15:
+                old = rng.choice(seen)  # same id, other amount
+                batch.append(Transaction(old.transaction_id, old.card_id, old.terminal_id,
+                                         old.amount + 1.0, old.timestamp))
+            elif seen and roll < 0.2:
+                old = rng.choice(seen)  # same id, another card
+                batch.append(Transaction(old.transaction_id, f"c{rng.randrange(50, 60)}",
+                                         old.terminal_id, old.amount, old.timestamp))
+            else:
+                tx = Transaction(
+                    f"tx-{b}-{i}", f"c{rng.randrange(8)}", f"t{rng.randrange(4)}",
+                    round(rng.uniform(1, 300), 2),
+                    T0 + timedelta(hours=b * 20 + rng.uniform(0, 30)),
+                )
+                seen.append(tx)
+                batch.append(tx)
+        batches.append(batch)
+    return batches
+
+
+def _labels(batch: list[Transaction]) -> list[LabelEvent]:
+    return [
+        LabelEvent(tx.transaction_id, tx.card_id, tx.terminal_id, tx.amount, tx.timestamp,
+                   tx.timestamp + timedelta(days=2))
+        for tx in batch[::7]
+    ]
+
+
+def _comparable(answer: Answer) -> object:
+    if isinstance(answer, DuplicateConflict):
+        return ("conflict", "another card" in str(answer))
+    return (answer.card, answer.terminal, answer.duplicate)
+
+
+async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[object]:
+    out: list[object] = []
+    for batch in batches:
+        parts: list[Answer] = []
+        answers = await store.exchange(batch, on_part=parts.extend)
+        assert parts == answers  # handed over in order, every one
+        out += [_comparable(a) for a in answers]
+        await store.add_labels(_labels(batch))
+    return out
+
+
+@pytest.mark.parametrize("ids", [True, False])
+def test_redis_answers_every_batch_as_the_reference_does(ids: bool) -> None:
+    batches = _batches(seed=11)
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        redis = Redis.from_url(REDIS_URL)
+        prefix = f"it-port-{uuid.uuid4().hex[:8]}"
+        try:
+            store = RedisStore(redis, card_key_secret=b"port", prefix=prefix, ids=ids)
+            return await _run(store, batches), await _run(MemoryStore(ids=ids), batches)
+        finally:
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+
+    in_redis, in_memory = asyncio.run(scenario())
+    assert len(in_redis) == sum(map(len, batches))
+    assert in_redis == in_memory
+    kinds = {a[0] if a[0] == "conflict" else "exchange" for a in in_redis}  # type: ignore[index]
+    assert kinds == {"conflict", "exchange"}
+
+
+def test_an_unreachable_redis_is_state_unavailable_and_ping_says_so() -> None:
+    async def scenario() -> bool:
+        # Nothing listens on port 1: the connection is refused.
+        redis = Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=1.0)
+        store = RedisStore(redis, card_key_secret=b"port", prefix="it-port-down")
+        tx = Transaction("tx-1", "c1", "t1", 10.0, T0)
+        with pytest.raises(StateUnavailable):
+            await store.exchange([tx])
+        with pytest.raises(StateUnavailable):
+            await store.add_labels(_labels([tx]))
+        up = await store.ping()
+        await redis.aclose()
+        return up
+
+    assert asyncio.run(scenario()) is False

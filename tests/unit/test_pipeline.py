@@ -1,0 +1,370 @@
+"""The batch path end to end, without Kafka or Redis: the real pipeline on the in-memory
+reference store, the real model, and a sink that records what the broker would get."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from fraudcore import Transaction
+from service.memory import MemoryStore
+from service.model import Model, ModelHolder
+from service.pipeline import BatchPipeline, Options, Output, OutputTopics
+from service.ports import Answer, OnPart
+from service.records import Message, Source
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPICS = OutputTopics("decisions", "alerts", "dlq")
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+NOW = (T0 + timedelta(days=1)).timestamp()  # the worker's clock in these tests
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelHolder:
+    return ModelHolder(ROOT / "models")
+
+
+def tx(n: int, *, card: str = "card-1", terminal: str = "T-1", amount: float = 20.0,
+       at: datetime | None = None, tx_id: str | None = None) -> bytes:
+    when = at if at is not None else T0 + timedelta(minutes=n)
+    return orjson.dumps({
+        "transaction_id": tx_id or f"tx-{n}",
+        "card_id": card,
+        "terminal_id": terminal,
+        "amount": amount,
+        "timestamp": when.isoformat(),
+    })
+
+
+def label(tx_id: str, *, terminal: str = "T-1") -> bytes:
+    return orjson.dumps({
+        "transaction_id": tx_id,
+        "card_id": "card-1",
+        "terminal_id": terminal,
+        "amount": 20.0,
+        "timestamp": T0.isoformat(),
+        "known_at": (T0 + timedelta(hours=1)).isoformat(),
+    })
+
+
+_offsets: Iterator[int] = iter(range(10**9))
+
+
+def messages(*values: bytes | None, topic: str = "transactions") -> list[Message]:
+    return [Message(v, Source(topic, 0, next(_offsets))) for v in values]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@dataclass
+class RecordingSink:
+    """Acknowledges every record at once and keeps it; ``refuse`` sends raise, ``nack`` acks
+    fail (each counted down per record)."""
+
+    sent: list[Output] = field(default_factory=list)
+    refuse: int = 0
+    nack: int = 0
+    attempts: int = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        self.attempts += 1
+        if self.refuse > 0:
+            self.refuse -= 1
+            raise ConnectionError("producer not ready")
+        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if self.nack > 0:
+            self.nack -= 1
+            ack.set_exception(TimeoutError("no acknowledgement"))
+        else:
+            self.sent.append(Output(topic, key, value))
+            ack.set_result(None)
+        return ack
+
+    def records(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(o.value) for o in self.sent if o.topic == topic]
+
+
+def pipeline(models: ModelHolder, store: MemoryStore | None = None, sink: RecordingSink | None = None,
+             **options: Any) -> BatchPipeline:
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    return BatchPipeline(
+        store or MemoryStore(clock=lambda: NOW), models, sink or RecordingSink(), topics=TOPICS,
+        options=Options(**options), clock=lambda: NOW, sleep=no_wait,
+    )
+
+
+async def decide(p: BatchPipeline, batch: list[Message]) -> None:
+    delivery = await p.transactions(batch, [NOW] * len(batch))
+    await delivery.confirmed()
+
+
+def sink_of(p: BatchPipeline) -> RecordingSink:
+    assert isinstance(p.sink, RecordingSink)
+    return p.sink
+
+
+# --- the happy path ----------------------------------------------------------------------
+
+
+def test_decisions_in_batch_order_with_alerts_for_every_non_approval(models: ModelHolder) -> None:
+    p = pipeline(models)
+    batch = messages(*(tx(n, amount=10.0 + n) for n in range(5)), tx(5, amount=9_000.0))
+    asyncio.run(decide(p, batch))
+    decisions = sink_of(p).records("decisions")
+    assert [d["transaction_id"] for d in decisions] == [f"tx-{n}" for n in range(6)]
+    alerts = sink_of(p).records("alerts")
+    assert [a["transaction_id"] for a in alerts] == [
+        d["transaction_id"] for d in decisions if d["action"] != "approve"
+    ]
+    assert all(d["model_version"] == models.model.version for d in decisions)
+    assert not any(d["degraded"] or d["duplicate"] for d in decisions)
+    # each decision's output is keyed by its card
+    assert {o.key for o in sink_of(p).sent if o.topic == "decisions"} == {b"card-1"}
+
+
+def test_features_read_the_card_history_recorded_by_earlier_batches(models: ModelHolder) -> None:
+    p = pipeline(models, include_features=True)
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    asyncio.run(decide(p, messages(tx(2))))
+    last = sink_of(p).records("decisions")[-1]["features"]
+    assert last["tx_count_by_card_1d"] == 3  # tx-0 and tx-1 from the batch before, and itself
+
+
+def test_the_same_transaction_again_is_a_duplicate_with_the_same_score(models: ModelHolder) -> None:
+    p = pipeline(models)
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    asyncio.run(decide(p, messages(tx(1))))
+    first, again = (d for d in sink_of(p).records("decisions") if d["transaction_id"] == "tx-1")
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert again["score"] == first["score"]
+
+
+# --- the message's fault: dead letters ---------------------------------------------------
+
+
+def test_invalid_messages_are_dead_lettered_with_their_reason_and_source(models: ModelHolder) -> None:
+    p = pipeline(models)
+    batch = messages(b"not json", None, tx(0))
+    before = metric("fraud_dead_letters_total", topic="transactions")
+    asyncio.run(decide(p, batch))
+    dead = sink_of(p).records("dlq")
+    assert [(d["offset"], d["reason"].split(" (")[0]) for d in dead] == [
+        (batch[0].source.offset, "not valid JSON"),
+        (batch[1].source.offset, "empty message: a transaction needs a JSON object value"),
+    ]
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-0"]
+    assert metric("fraud_dead_letters_total", topic="transactions") - before == 2
+
+
+def test_an_event_beyond_the_horizon_is_dead_lettered_and_leaves_state_alone(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store, max_future_seconds=60.0)
+    future = datetime.fromtimestamp(NOW + 61, UTC)
+    near = datetime.fromtimestamp(NOW + 59, UTC)
+    asyncio.run(decide(p, messages(tx(0, at=future), tx(1, at=near))))
+    [dead] = sink_of(p).records("dlq")
+    assert dead["reason"] == "timestamp: more than 60 s ahead of the worker's clock"
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-1"]
+    assert store.state.cards["card-1"].get("tx-0") is None
+
+
+def test_a_reused_id_with_other_content_is_dead_lettered_and_the_first_stands(
+    models: ModelHolder,
+) -> None:
+    p = pipeline(models, include_features=True)
+    asyncio.run(decide(p, messages(tx(0))))
+    asyncio.run(decide(p, messages(tx(0, amount=999.0), tx(0, card="card-2"), tx(1))))
+    reasons = [d["reason"] for d in sink_of(p).records("dlq")]
+    assert len(reasons) == 2
+    assert "another time, amount or terminal" in reasons[0]
+    assert "another card" in reasons[1]
+    ids = [d["transaction_id"] for d in sink_of(p).records("decisions")]
+    assert ids == ["tx-0", "tx-1"]
+    # neither refused copy counts in card-1's history: tx-0 and tx-1 itself
+    assert sink_of(p).records("decisions")[-1]["features"]["tx_count_by_card_1d"] == 2
+
+
+def test_without_the_id_index_another_card_may_use_the_same_id(models: ModelHolder) -> None:
+    p = pipeline(models, MemoryStore(ids=False, clock=lambda: NOW))
+    asyncio.run(decide(p, messages(tx(0), tx(0, card="card-2"))))
+    assert len(sink_of(p).records("decisions")) == 2
+    assert not sink_of(p).records("dlq")
+
+
+# --- the system's fault: hold, fail open, send again -------------------------------------
+
+
+def test_hold_waits_for_the_store_and_decides_nothing_degraded(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    store.down = True
+    waits: list[float] = []
+
+    async def outage_of_three_waits(seconds: float) -> None:
+        waits.append(seconds)
+        store.down = len(waits) < 3
+
+    sink = RecordingSink()
+    p = BatchPipeline(store, models, sink, topics=TOPICS, options=Options(retry_max_seconds=0.3),
+                      clock=lambda: NOW, sleep=outage_of_three_waits)
+    held = metric("fraud_state_unavailable_total")
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    assert waits == [0.1, 0.2, 0.3]  # capped backoff
+    assert metric("fraud_state_unavailable_total") - held == 3
+    assert [d["degraded"] for d in sink.records("decisions")] == [False, False]
+    assert not sink.records("dlq")
+
+
+def test_fail_open_decides_on_empty_history_then_records_the_backlog_first(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store, fail_policy="open", include_features=True)
+    asyncio.run(decide(p, messages(tx(0))))
+    store.down = True
+    degraded = metric("fraud_degraded_decisions_total")
+    asyncio.run(decide(p, messages(tx(1), tx(2))))
+    assert metric("fraud_degraded_decisions_total") - degraded == 2
+    during = sink_of(p).records("decisions")[1:]
+    assert [d["degraded"] for d in during] == [True, True]
+    assert all(d["features"]["tx_count_by_card_1d"] == 1 for d in during)  # itself only
+    assert p.unrecorded == 2
+    store.down = False
+    asyncio.run(decide(p, messages(tx(3))))
+    after = sink_of(p).records("decisions")[-1]
+    assert not after["degraded"]
+    assert after["features"]["tx_count_by_card_1d"] == 4  # tx-0, tx-1 and tx-2 (late), itself
+    assert p.unrecorded == 0
+
+
+def test_the_fail_open_backlog_is_capped_and_what_it_drops_is_counted(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    store.down = True
+    p = pipeline(models, store, fail_policy="open", max_unrecorded=3)
+    dropped = metric("fraud_unrecorded_dropped_total")
+    asyncio.run(decide(p, messages(*(tx(n) for n in range(5)))))
+    assert p.unrecorded == 3
+    assert metric("fraud_unrecorded_dropped_total") - dropped == 2
+    store.down = False
+    asyncio.run(decide(p, messages(tx(9))))
+    # the newest three were kept and recorded, the two oldest never
+    assert store.state.cards["card-1"].get("tx-0") is None
+    assert store.state.cards["card-1"].get("tx-2") is not None
+
+
+def test_outputs_that_cannot_be_queued_are_sent_again(models: ModelHolder) -> None:
+    sink = RecordingSink(refuse=3)
+    p = pipeline(models, sink=sink)
+    asyncio.run(decide(p, messages(tx(0), tx(1), b"{")))
+    assert [o.topic for o in sink.sent].count("decisions") == 2
+    assert [o.topic for o in sink.sent].count("dlq") == 1
+
+
+def test_outputs_the_broker_did_not_acknowledge_are_all_sent_again(models: ModelHolder) -> None:
+    sink = RecordingSink(nack=1)
+    p = pipeline(models, sink=sink)
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    # at least once: the second copy of every record is there, none is missing
+    assert [r["transaction_id"] for r in sink.records("decisions")] == ["tx-1", "tx-0", "tx-1"]
+
+
+def test_a_model_that_fails_at_run_time_dead_letters_the_batch_with_the_error(
+    models: ModelHolder,
+) -> None:
+    class Broken:
+        def run(self, *args: object) -> object:
+            raise RuntimeError("onnxruntime fell over")
+
+    @dataclass
+    class BrokenModels:
+        model: Model
+
+    p = pipeline(BrokenModels(Model(models.model.info, Broken())))  # type: ignore[arg-type]
+    batch = messages(tx(0), tx(1))
+    asyncio.run(decide(p, batch))
+    dead = sink_of(p).records("dlq")
+    assert [d["offset"] for d in dead] == [m.source.offset for m in batch]
+    assert all(d["reason"] == "internal error (RuntimeError): onnxruntime fell over" for d in dead)
+    assert not sink_of(p).records("decisions")
+
+
+# --- order across overlapping batches ----------------------------------------------------
+
+
+class GatedStore(MemoryStore):
+    """Holds the first exchange until ``opened`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.opened = asyncio.Event()
+        self.calls = 0
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
+        self.calls += 1
+        if self.calls == 1:
+            await self.opened.wait()
+        return await super().exchange(transactions, on_part)
+
+
+def test_overlapping_batches_record_state_and_queue_outputs_in_the_order_they_came(
+    models: ModelHolder,
+) -> None:
+    async def scenario() -> RecordingSink:
+        store = GatedStore()
+        p = pipeline(models, store, include_features=True)
+        first = asyncio.ensure_future(decide(p, messages(tx(0), tx(1))))
+        second = asyncio.ensure_future(decide(p, messages(tx(2))))
+        await asyncio.sleep(0.01)
+        assert store.calls == 1  # the second batch waits for the first's state turn
+        store.opened.set()
+        await asyncio.gather(first, second)
+        return sink_of(p)
+
+    sink = asyncio.run(scenario())
+    decisions = sink.records("decisions")
+    assert [d["transaction_id"] for d in decisions] == ["tx-0", "tx-1", "tx-2"]
+    assert decisions[-1]["features"]["tx_count_by_card_1d"] == 3  # the first batch's two too
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+def test_labels_are_recorded_and_bad_ones_dead_lettered(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+    batch = messages(label("tx-0"), b"[]", label("tx-1"), topic="fraud-labels")
+    recorded = asyncio.run(p.labels(batch))
+    assert recorded == 2
+    assert [x.transaction_id for x in store.labels] == ["tx-0", "tx-1"]
+    [dead] = sink_of(p).records("dlq")
+    assert (dead["topic"], dead["offset"]) == ("fraud-labels", batch[1].source.offset)
+
+
+def test_labels_wait_for_the_store_even_under_fail_open(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    store.down = True
+    waits: list[float] = []
+
+    async def back_after_two(seconds: float) -> None:
+        waits.append(seconds)
+        store.down = len(waits) < 2
+
+    p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS,
+                      options=Options(fail_policy="open"), clock=lambda: NOW, sleep=back_after_two)
+    assert asyncio.run(p.labels(messages(label("tx-0"), topic="fraud-labels"))) == 1
+    assert len(waits) == 2 and [x.transaction_id for x in store.labels] == ["tx-0"]

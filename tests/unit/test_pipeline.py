@@ -94,8 +94,12 @@ class RecordingSink:
         return [orjson.loads(o.value) for o in self.sent if o.topic == topic]
 
 
-def pipeline(models: ModelHolder, store: MemoryStore | None = None, sink: RecordingSink | None = None,
-             **options: Any) -> BatchPipeline:
+def pipeline(
+    models: ModelHolder,
+    store: MemoryStore | None = None,
+    sink: RecordingSink | None = None,
+    **options: Any,
+) -> BatchPipeline:
     async def no_wait(seconds: float) -> None:
         await asyncio.sleep(0)
 
@@ -154,7 +158,9 @@ def test_the_same_transaction_again_is_a_duplicate_with_the_same_score(models: M
 # --- the message's fault: dead letters ---------------------------------------------------
 
 
-def test_invalid_messages_are_dead_lettered_with_their_reason_and_source(models: ModelHolder) -> None:
+def test_invalid_messages_are_dead_lettered_with_their_reason_and_source(
+    models: ModelHolder,
+) -> None:
     p = pipeline(models)
     batch = messages(b"not json", None, tx(0))
     before = metric("fraud_dead_letters_total", topic="transactions")

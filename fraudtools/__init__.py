@@ -1,5 +1,27 @@
-"""The user's tools around the stream: producer, alert tail, live demo.
+"""Tools around the stream, by purpose.
 
-They talk to Kafka as any client would (aiokafka, JSON), reuse ``training`` for data
-(generator, CSV import) and never import ``service``.
+The user's tools (they talk to Kafka as any client would: aiokafka, JSON; data from
+``training``'s generator and CSV import)::
+
+    producer      fraud-produce: stream transactions and labels to Kafka
+    tail          fraud-tail: follow the alerts
+    demo          make demo: the live stream for a minute, with a summary
+    feed          transactions and label events as Kafka records, in event-time order
+
+The measuring harnesses (they start the real worker on names of their own)::
+
+    bench/        make bench: speed, latency, memory and cost (a module per phase)
+    soak.py       make soak: a steady rate for a long time, on the bench's machinery
+    chaos/        make chaos and tests/integration/test_faults.py: faults on a private stack
+
+Shared by both::
+
+    isolated      IsolatedWorker: the environment of a worker with its own topics, group
+                  and Redis key prefix
+    worker_process  the worker as a separate process (``python -m service``)
+    kafka_admin   a run's topics and consumer groups
+    audit         make audit: pip-audit over the pinned packages
+
+Only the harnesses import ``service``, for its key layout (:mod:`service.keys`) and, in
+``bench.processor``, its batch path; the user's tools never do.
 """

@@ -19,19 +19,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from fraudtools.feed import Record, feed
+from fraudtools.isolated import IsolatedWorker, Topics
 from fraudtools.kafka_admin import create_topics, delete_topics
 from fraudtools.producer import TopicNames, send_records
-from fraudtools.worker_process import ROOT, WorkerProcess, free_port
+from fraudtools.worker_process import ROOT, WorkerProcess
 from training import generator
 from training.dataset import normalise
 
-NAMES = ("transactions", "labels", "decisions", "alerts", "dlq")
+__all__ = ["Live", "main"]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the worker's default
 
 
 @dataclass
@@ -54,7 +58,7 @@ class Live:
             self.sent_at[record.transaction_id] = at
             self.truth[record.transaction_id] = record.fraud
 
-    def on_decision(self, d: dict, at: float) -> None:
+    def on_decision(self, d: dict[str, Any], at: float) -> None:
         tx_id = d["transaction_id"]
         if tx_id not in self.truth:
             self.warmup_decided += 1
@@ -110,7 +114,7 @@ async def _show(live: Live, started: float, stop: asyncio.Event) -> None:
         print(live.line(now - started, rate), flush=True)
 
 
-async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
+async def run(args: argparse.Namespace, topics: Topics) -> Live:
     config = generator.GeneratorConfig(
         customers=args.customers,
         terminals=2 * args.customers,
@@ -123,11 +127,11 @@ async def run(args: argparse.Namespace, topics: dict[str, str]) -> Live:
     records = feed(frame, delay_days=7)
     warmup = [r for r in records if r.event_time < cut]
     stream = [r for r in records if r.event_time >= cut]
-    names = TopicNames(topics["transactions"], topics["labels"])
+    names = TopicNames(topics.transactions, topics.labels)
 
     live = Live()
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch(topics["decisions"], args.bootstrap, live, stop))
+    watcher = asyncio.create_task(_watch(topics.decisions, args.bootstrap, live, stop))
     expected = sum(r.kind == "transaction" for r in warmup)
     print(
         f"warm-up: {expected:,} transactions of {args.warmup_days} days of history, as fast "
@@ -177,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap", default=os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("FRAUD_REDIS_URL", REDIS_URL),
+        help="the Redis of the worker (its keys under the run's own prefix, removed after)",
+    )
     args = parser.parse_args(argv)
 
     if not (ROOT / "models" / "current").exists():
@@ -186,36 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
-    topics = {n: f"{run_id}-{n}" for n in NAMES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(
-        {
-            "FRAUD_APP_ID": run_id,
-            "FRAUD_KAFKA_BOOTSTRAP": args.bootstrap,
-            "FRAUD_REDIS_KEY_PREFIX": run_id,
-            "FRAUD_WEB_PORT": str(free_port()),
-            "FRAUD_TOPIC_TRANSACTIONS": topics["transactions"],
-            "FRAUD_TOPIC_LABELS": topics["labels"],
-            "FRAUD_TOPIC_DECISIONS": topics["decisions"],
-            "FRAUD_TOPIC_ALERTS": topics["alerts"],
-            "FRAUD_TOPIC_DLQ": topics["dlq"],
-            "FRAUD_DATA_DIR": f".stack/{run_id}",
-        }
-    )
+    where = IsolatedWorker.named(run_id, bootstrap=args.bootstrap, redis_url=args.redis_url,
+                                 data_dir=ROOT / ".stack" / run_id)
     log = ROOT / ".stack" / f"{run_id}-worker.log"
-    asyncio.run(create_topics(args.bootstrap, list(topics.values())))
+    asyncio.run(create_topics(args.bootstrap, where.topics))
     print(f"starting the worker ({run_id}, log {log.relative_to(ROOT)}) ...", flush=True)
-    worker = WorkerProcess(env, log).start()
+    worker = WorkerProcess(where.env(), log).start()
     try:
         try:
             worker.wait_ready()
         except RuntimeError as exc:
             sys.exit(f"the worker did not start (log {log}):\n{exc}")
-        live = asyncio.run(run(args, topics))
+        live = asyncio.run(run(args, where.names))
     finally:
         worker.stop()
-        asyncio.run(delete_topics(args.bootstrap, list(topics.values())))
-        _clear_redis(run_id)
+        asyncio.run(delete_topics(args.bootstrap, where.topics))
+        _clear_redis(args.redis_url, where.prefix)
 
     lat = np.percentile(live.latencies_ms, [50, 95, 99, 100]) if live.latencies_ms else [0] * 4
     precision = live.true_alerts / live.alerts if live.alerts else 0.0
@@ -236,10 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if live.decided == len(live.sent_at) else 1
 
 
-def _clear_redis(prefix: str) -> None:
+def _clear_redis(url: str, prefix: str) -> None:
     from redis import Redis
 
-    client = Redis.from_url(os.environ.get("FRAUD_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    client = Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for i in range(0, len(keys), 1000):
         client.delete(*keys[i : i + 1000])

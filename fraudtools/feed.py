@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pandas as pd
@@ -27,15 +28,15 @@ class Record:
     fraud: bool
 
 
-def transaction_value(row: dict) -> bytes:
+def transaction_value(row: dict[str, Any]) -> bytes:
     return orjson.dumps(_transaction(row))
 
 
-def label_value(row: dict) -> bytes:
+def label_value(row: dict[str, Any]) -> bytes:
     return orjson.dumps({**_transaction(row), "known_at": row["KNOWN_AT"].isoformat()})
 
 
-def _transaction(row: dict) -> dict:
+def _transaction(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "transaction_id": row["TRANSACTION_ID"],
         "card_id": row["CUSTOMER_ID"],

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pandas as pd
 from aiokafka import AIOKafkaProducer
 
 from fraudtools.feed import Record, feed
@@ -49,7 +50,7 @@ async def send_records(
     )
     await producer.start()
     started = time.perf_counter()
-    pending: list[asyncio.Future] = []
+    pending: list[asyncio.Future[object]] = []
     sent = 0
     try:
         for record in records:
@@ -71,7 +72,7 @@ async def send_records(
     return time.perf_counter() - started
 
 
-def load(args: argparse.Namespace):  # -> pd.DataFrame
+def load(args: argparse.Namespace) -> pd.DataFrame:
     if args.csv:
         frame = read_transactions(args.csv)
     else:

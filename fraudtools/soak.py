@@ -27,28 +27,29 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from redis import Redis
 
-from fraudtools import bench_data
-from fraudtools import bench_system as system
-from fraudtools.bench import QUICK, Arrivals, Bench, _log, _percentiles, execute
-from fraudtools.bench_kafka import freeze_gc, preload
-from fraudtools.bench_kafka import send_paced as send_paced_records
+from fraudtools.bench import QUICK, system
+from fraudtools.bench import data as bench_data
+from fraudtools.bench.context import Bench
+from fraudtools.bench.kafka import Arrivals, freeze_gc, preload
+from fraudtools.bench.kafka import send_paced as send_paced_records
+from fraudtools.bench.metrics import percentiles, progress
+from fraudtools.bench.run import execute
 from fraudtools.kafka_admin import create_topics
+from fraudtools.worker_process import ROOT
 
-__all__ = ["main"]
+__all__ = ["Soak", "main", "write"]
 
-ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 10.0  # seconds between samples
 WARM_DAYS = 45
 TRANSACTIONS_PER_DAY = 9_700  # the reference population (5,000 cards) makes about this many
 
 
 class Soak(Bench):
+    """A :class:`Bench` named ``soak-<id>`` (its logs in ``reports/soak-logs``) whose run is
+    the warm-up and the steady rate."""
+
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args, QUICK)
-        self.run_id = self.prefix = f"soak-{self.run_id.split('-', 1)[1]}"
-        self.workdir = ROOT / ".stack" / self.run_id
-        self.logs = Path(args.reports) / "soak-logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        super().__init__(args, QUICK, name="soak")
 
     def redis_used(self) -> int:
         client = Redis.from_url(self.redis_url, socket_timeout=5)
@@ -57,7 +58,7 @@ class Soak(Bench):
         finally:
             client.close()
 
-    async def run(self) -> dict[str, Any]:  # type: ignore[override]
+    async def run(self) -> dict[str, Any]:
         args = self.args
         rate, seconds = args.rate, args.minutes * 60
         client = Redis.from_url(self.redis_url, socket_timeout=5)
@@ -66,28 +67,29 @@ class Soak(Bench):
         finally:
             client.close()
         warm_n = WARM_DAYS * TRANSACTIONS_PER_DAY
-        _log(f"{self.run_id}: generating {warm_n + int(rate * seconds):,} transactions ...")
+        progress(f"{self.run_id}: generating {warm_n + int(rate * seconds):,} transactions ...")
         self.data = bench_data.build(warm_n + int(rate * seconds) + 1_000)
         freeze_gc()
-        topics = self.topics("soak")
-        await create_topics(self.bootstrap, list(topics.values()))
-        worker = self.worker("worker", "soak", topics).start()
+        where = self.isolated("soak")
+        topics = where.names
+        await create_topics(self.bootstrap, where.topics)
+        worker = self.worker("worker", where).start()
         await worker.healthy()
 
         warm = self.take(warm_n)
-        await preload(self.bootstrap, warm, transactions=topics["transactions"],
-                      labels=topics["labels"])
-        _log(f"warm-up: {warm.transactions:,} transactions ({WARM_DAYS} days) as a backlog ...")
-        await self.watch(topics["decisions"], warm.transactions, self.cpu_pids(worker=worker.pid),
+        await preload(self.bootstrap, warm, transactions=topics.transactions,
+                      labels=topics.labels)
+        progress(f"warm-up: {warm.transactions:,} transactions ({WARM_DAYS} days) as a backlog ...")
+        await self.watch(topics.decisions, warm.transactions, self.cpu_pids(worker=worker.pid),
                          what="warm-up", alive=[worker])
 
-        arrivals = await Arrivals.start(self.bootstrap, topics["decisions"])
+        arrivals = await Arrivals.start(self.bootstrap, topics.decisions)
         self.children.append(arrivals.process)
         received = arrivals.received
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await producer.start()
         windows: list[dict[str, Any]] = []
-        _log(f"soak: {rate:,}/s for {args.minutes:g} min ...")
+        progress(f"soak: {rate:,}/s for {args.minutes:g} min ...")
         began = time.monotonic()
         pids = self.cpu_pids(worker=worker.pid)
         previous = system.sample(pids)
@@ -95,8 +97,8 @@ class Soak(Bench):
             while time.monotonic() - began < seconds:
                 piece = self.take(int(rate * WINDOW))
                 sent_at = await send_paced_records(producer, piece, rate=rate,
-                                                   transactions=topics["transactions"],
-                                                   labels=topics["labels"])
+                                                   transactions=topics.transactions,
+                                                   labels=topics.labels)
                 worker.check()
                 now = system.sample(pids)
                 memory = system.memory_kb(worker.pid)
@@ -111,7 +113,7 @@ class Soak(Bench):
                 previous = now
                 if len(windows) % 6 == 0:
                     w = windows[-1]
-                    _log(f"  {w['at']:.0f} s: worker {w['worker_rss_mb']} MB, "
+                    progress(f"  {w['at']:.0f} s: worker {w['worker_rss_mb']} MB, "
                          f"Redis {w['redis_used_mb']} MB, decided {received.value:,}")
             expected = sum(len(w["sent_at"]) for w in windows)
             deadline = time.monotonic() + 60
@@ -140,7 +142,7 @@ class Soak(Bench):
                 "minute": m // per_minute + 1,
                 "sent": len(sent),
                 "decided": len(lat),
-                **_percentiles(lat),
+                **percentiles(lat),
                 "worker_rss_mb": group[-1]["worker_rss_mb"],
                 "redis_used_mb": group[-1]["redis_used_mb"],
                 "worker_cores": round(float(np.mean([w["cores"].get("worker", math.nan)
@@ -170,7 +172,7 @@ class Soak(Bench):
             "decided": decided_total,
             "missing": sent_total - decided_total,
             "repeated": repeated,
-            "latency_ms": _percentiles([(first[i] - t) * 1000 for w in windows
+            "latency_ms": percentiles([(first[i] - t) * 1000 for w in windows
                                         for i, t in w["sent_at"].items() if i in first]),
             "by_minute": minutes,
             "windows": [{k: v for k, v in w.items() if k != "sent_at"} for w in windows],
@@ -270,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.rate is None:
             parser.error("no reports/bench.json with max_sustained_eps: run make bench or "
                          "give --rate")
-    result, code = execute(Soak(args), "soak")
+    soak = Soak(args)
+    result, code = execute(soak, soak.run(), "soak")
     if result is None:
         return code
     paths = write(result, Path(args.reports))
-    _log("wrote " + ", ".join(str(p) for p in paths))
+    progress("wrote " + ", ".join(str(p) for p in paths))
     print(Path(paths[1]).read_text())
     return 0
 

@@ -1,7 +1,8 @@
 """The real worker as a separate process, started the way a user starts it.
 
-Used by the demo, the fault runs and the integration tests: ``python -m service`` with
-``FRAUD_*`` settings in its environment, its output in a log file.
+Used by the demo, the benchmark, the soak, the fault runs and the integration tests:
+``python -m service`` with ``FRAUD_*`` settings in its environment
+(:class:`fraudtools.isolated.IsolatedWorker` builds them), its output in a log file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 __all__ = ["ROOT", "WorkerProcess", "free_port"]
 
@@ -40,7 +42,7 @@ class WorkerProcess:
     def web_port(self) -> str:
         return self.env["FRAUD_WEB_PORT"]
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service", "--web-port", self.web_port],
@@ -51,7 +53,7 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout: float = 90.0) -> WorkerProcess:
+    def wait_ready(self, timeout: float = 90.0) -> Self:
         """Until ``/health`` answers 200; raises at once if the process exits."""
         url = f"http://127.0.0.1:{self.web_port}/health"
         deadline = time.monotonic() + timeout

@@ -22,13 +22,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
 
-from fraudtools.kafka_admin import create_topics, delete_topics
-from fraudtools.worker_process import WorkerProcess, free_port
+from fraudtools.isolated import IsolatedWorker
+from fraudtools.kafka_admin import PARTITIONS, create_topics, delete_topics
+from fraudtools.worker_process import WorkerProcess
+from service.keys import KeyLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("FRAUD_REDIS_URL", "redis://127.0.0.1:6379/0")
-PARTITIONS = 4
 
 
 def _reachable(host_port: str) -> bool:
@@ -52,43 +53,41 @@ def stack() -> None:
 
 @dataclass
 class Run:
-    """One test's own names: topics, consumer group, Redis key prefix."""
+    """One test's own names: topics ``it-<id>-*``, consumer group and Redis key prefix
+    ``it-<id>`` (an :class:`~fraudtools.isolated.IsolatedWorker` on the local stack)."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
+    @property
+    def isolated(self) -> IsolatedWorker:
+        return IsolatedWorker.named(
+            f"it-{self.run_id}",
+            bootstrap=BOOTSTRAP,
+            redis_url=REDIS_URL,
+            partitions=PARTITIONS,
+            model_dir=ROOT / "models",
+            data_dir=Path(f"/tmp/fraud-it/{self.run_id}"),
+            settings={"FRAUD_BATCH_WAIT_SECONDS": "0.01"},
+        )
+
     def topic(self, name: str) -> str:
-        return f"it-{self.run_id}-{name}"
+        return self.isolated.topic(name)
 
     @property
     def prefix(self) -> str:
-        return f"it-{self.run_id}"
+        return self.isolated.prefix
+
+    @property
+    def keys(self) -> KeyLayout:
+        """The worker's Redis key names (patterns only: the card key secret is not it)."""
+        return KeyLayout(card_key_secret=b"patterns only", prefix=self.prefix)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-        env.update(
-            {
-                "FRAUD_APP_ID": f"it-{self.run_id}",
-                "FRAUD_KAFKA_BOOTSTRAP": BOOTSTRAP,
-                "FRAUD_REDIS_URL": REDIS_URL,
-                "FRAUD_REDIS_KEY_PREFIX": self.prefix,
-                "FRAUD_TOPIC_TRANSACTIONS": self.topic("transactions"),
-                "FRAUD_TOPIC_LABELS": self.topic("labels"),
-                "FRAUD_TOPIC_DECISIONS": self.topic("decisions"),
-                "FRAUD_TOPIC_ALERTS": self.topic("alerts"),
-                "FRAUD_TOPIC_DLQ": self.topic("dlq"),
-                "FRAUD_PARTITIONS": str(PARTITIONS),
-                "FRAUD_MODEL_DIR": str(ROOT / "models"),
-                "FRAUD_DATA_DIR": f"/tmp/fraud-it/{self.run_id}",
-                "FRAUD_WEB_PORT": str(free_port()),
-                "FRAUD_BATCH_WAIT_SECONDS": "0.01",
-            }
-        )
-        env.update(overrides)
-        return env
+        return self.isolated.env(**overrides)
 
     @property
     def topics(self) -> list[str]:
-        return [self.topic(n) for n in ("transactions", "labels", "decisions", "alerts", "dlq")]
+        return self.isolated.topics
 
 
 async def _admin(action: str, names: list[str]) -> None:

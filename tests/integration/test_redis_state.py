@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from fraudcore import FEATURE_NAMES, InMemoryStore, LabelEvent, Transaction, compute
 from fraudcore.errors import DuplicateConflict
+from service.keys import KeyLayout
 from service.state import RedisStore
 from training import generator
 from training.dataset import label_events, normalise
@@ -102,9 +103,10 @@ def test_redelivery_and_conflicts_on_redis():
         first = await store.exchange([a, b])
         again = await store.exchange([b])
         conflict = await store.exchange([Transaction("b", "card", "other-term", 99.0, b.timestamp)])
-        card_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:card:*:tx")]
+        keys_of = KeyLayout(card_key_secret=b"test", prefix=prefix)
+        card_keys = [k async for k in redis.scan_iter(match=keys_of.pattern("card") + ":tx")]
         sizes = [await redis.zcard(k) for k in card_keys]
-        other = await redis.zcard(f"{prefix}:v1:t:{{other-term}}:tx")
+        other = await redis.zcard(keys_of.terminal("other-term").tx)
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
         await redis.delete(*keys)
         await redis.aclose()
@@ -159,9 +161,10 @@ def test_an_id_reused_by_another_card_is_refused_and_undone():
         next_b = Transaction("next-b", "card-b", "term-b", 5.0, now - timedelta(minutes=1))
         answers = [await store.exchange([tx]) for tx in (first, reuse, first, next_b)]
         twice = await store.exchange([reuse, reuse])  # a producer's retry in one batch
-        b_keys = [k async for k in redis.scan_iter(match=f"{prefix}:v1:card:*:tx")]
+        keys_of = KeyLayout(card_key_secret=b"test", prefix=prefix)
+        b_keys = [k async for k in redis.scan_iter(match=keys_of.pattern("card") + ":tx")]
         sizes = sorted([await redis.zcard(k) for k in b_keys])
-        term_b = await redis.zcard(f"{prefix}:v1:t:{{term-b}}:tx")
+        term_b = await redis.zcard(keys_of.terminal("term-b").tx)
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
         await redis.delete(*keys)
         await redis.aclose()

@@ -167,7 +167,7 @@ def test_a_redelivered_transaction_changes_state_once_and_gets_the_same_decision
     from .conftest import REDIS_URL
 
     client = Redis.from_url(REDIS_URL)
-    total = sum(client.zcard(k) for k in client.scan_iter(match=f"{run.prefix}:v1:card:*:tx"))
+    total = sum(client.zcard(k) for k in client.scan_iter(match=run.keys.pattern("card") + ":tx"))
     client.close()
     assert total == len(records)
 

@@ -1,6 +1,9 @@
 """The pass-through limit: consume → produce with aiokafka and nothing else.
 
-    python -m fraudtools.bench_limit --source T --sink T2 --group G --count N [--pad 150]
+    python -m fraudtools.bench.limit --source T --sink T2 --group G --count N [--pad 150]
+
+:func:`phase` is the benchmark's first phase: it pre-loads the backlog's transactions and
+runs this module as its own process (:func:`main`) on them.
 
 What a Python worker costs before it does any work of its own, on the same broker with the
 same records: a consumer group member reading batches of up to ``--batch`` records
@@ -14,15 +17,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from fraudtools.bench.kafka import preload, read_decisions, runner
+from fraudtools.bench.metrics import progress
+from fraudtools.bench.plan import DECISION_EXTRA
+from fraudtools.kafka_admin import create_topics, delete_topics
+from fraudtools.worker_process import ROOT
+
+if TYPE_CHECKING:
+    from fraudtools.bench.context import Bench
+    from fraudtools.bench.data import Slice
+
+__all__ = ["main", "passthrough", "phase"]
+
+
+async def phase(bench: Bench, backlog: Slice) -> None:
+    """``limit_eps``: the backlog's transactions through the pass-through, first to last
+    output record (broker timestamps)."""
+    topics = {"source": f"{bench.run_id}-limit-in", "sink": f"{bench.run_id}-limit-out"}
+    await create_topics(bench.bootstrap, list(topics.values()))
+    tx_only = backlog.transactions_only()
+    took = await preload(bench.bootstrap, tx_only, transactions=topics["source"], labels="")
+    progress(f"limit: {len(tx_only):,} transactions pre-loaded in {took:.1f} s; "
+             "pass-through ...")
+    group = f"{bench.run_id}-limit"
+    bench.groups.append(group)
+    pad = len(DECISION_EXTRA.format(version=bench.model_version))
+    with (bench.logs / "limit.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fraudtools.bench.limit", "--bootstrap", bench.bootstrap,
+             "--source", topics["source"], "--sink", topics["sink"], "--group", group,
+             "--count", str(len(tx_only)), "--pad", str(pad)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    bench.children.append(process)
+    pids = bench.cpu_pids(limit=process.pid)
+    watched = await bench.watch(topics["sink"], len(tx_only), pids, what="limit",
+                                alive=[process])
+    process.wait(30)
+    out = await read_decisions(bench.bootstrap, topics["sink"])
+    bench.result["limit_eps"] = round(out.rate())
+    bench.result["phases"]["limit"] = {
+        "records": out.count, "output_pad_bytes": pad, "batch": 500,
+        "cpu": watched.cpu(["limit", "kafka", "redis", "bench"]),
+    }
+    progress(f"limit: {bench.result['limit_eps']:,} records/s")
+    await delete_topics(bench.bootstrap, list(topics.values()))
+
 
 async def passthrough(args: argparse.Namespace) -> dict[str, float]:
+    """The pass-through itself (in the child process): ``{"records": n, "seconds": s}``."""
     consumer = AIOKafkaConsumer(args.source, bootstrap_servers=args.bootstrap,
                                 group_id=args.group, auto_offset_reset="earliest",
                                 enable_auto_commit=True, auto_commit_interval_ms=2800)
@@ -59,7 +110,7 @@ async def passthrough(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fraudtools.bench_limit", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fraudtools.bench.limit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--source", required=True)
@@ -70,17 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="most records a getmany")
     parser.add_argument("--idle", type=float, default=60.0, help="give up after this long idle")
     args = parser.parse_args(argv)
-    result = _runner()(passthrough(args))
+    result = runner()(passthrough(args))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0 if result["records"] >= args.count else 1
-
-
-def _runner():  # type: ignore[no-untyped-def]
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The worker's batch path without Kafka: ``Processor.transactions`` on the local Redis.
+"""The worker's batch path without Kafka: ``BatchPipeline.decide`` on the local Redis.
 
-    python -m fraudtools.bench_processor [--transactions 80000] [--no-id-index]
+    python -m fraudtools.bench.processor [--transactions 80000] [--no-id-index]
 
 Decodes, exchanges with Redis, computes features, scores and builds the decision JSON for
 generated transactions in batches of 500 (the first half warms the state up and is not
@@ -14,18 +14,26 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections.abc import Awaitable
 
 from redis.asyncio import Redis
 
-from fraudtools import bench_data
-from fraudtools.bench_kafka import runner
+from fraudtools.bench import data as bench_data
+from fraudtools.bench.kafka import runner
 from fraudtools.worker_process import ROOT
 from service.model import ModelHolder
-from service.processing import Message, Processor
-from service.records import Source
+from service.pipeline import BatchPipeline, OutputTopics
+from service.records import Message, Source
 from service.state import RedisStore
 
 __all__ = ["main"]
+
+
+class _NoSink:
+    """:meth:`BatchPipeline.decide` sends nothing: a send here is a bug."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        raise RuntimeError(f"the in-process benchmark sends nothing (asked to send to {topic})")
 
 
 async def measure(url: str, n: int, *, ids: bool) -> str:
@@ -35,14 +43,15 @@ async def measure(url: str, n: int, *, ids: bool) -> str:
     redis = Redis.from_url(url)
     prefix = f"bench-processor-{uuid.uuid4().hex[:8]}"
     store = RedisStore(redis, card_key_secret=b"bench", prefix=prefix, ids=ids)
-    processor = Processor(store, ModelHolder(ROOT / "models"))
+    pipeline = BatchPipeline(store, ModelHolder(ROOT / "models"), _NoSink(),
+                             topics=OutputTopics("decisions", "alerts", "dlq"))
     half = len(messages) // 2
     try:
         for i in range(0, half, 500):
-            await processor.transactions(messages[i : i + 500])
+            await pipeline.decide(messages[i : i + 500])
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(half, len(messages), 500):
-            for decision in (await processor.transactions(messages[i : i + 500])).decisions:
+            for decision in (await pipeline.decide(messages[i : i + 500])).decisions:
                 decision.to_json()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
@@ -59,7 +68,7 @@ async def measure(url: str, n: int, *, ids: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fraudtools.bench_processor",
+    parser = argparse.ArgumentParser(prog="python -m fraudtools.bench.processor",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transactions", type=int, default=80_000)

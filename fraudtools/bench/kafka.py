@@ -1,6 +1,6 @@
 """Kafka for the benchmark: pre-loading a backlog, paced sending, reading decisions back,
-and the consumer process that timestamps decisions as they arrive (topics and groups are
-in :mod:`fraudtools.kafka_admin`).
+and the consumer process that timestamps decisions as they arrive (:class:`Arrivals`;
+topics and groups are in :mod:`fraudtools.kafka_admin`).
 
 Everything here is bounded: every wait has a deadline and fails with what it saw.
 """
@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from fraudtools.bench_data import Slice
+from fraudtools.bench.data import Slice
 from fraudtools.kafka_admin import PARTITIONS
 
 __all__ = [
+    "Arrivals",
     "BenchError",
     "Decisions",
     "arrivals_process",
@@ -28,9 +35,11 @@ __all__ = [
     "freeze_gc",
     "preload",
     "read_decisions",
+    "runner",
     "send_paced",
 ]
 
+T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
@@ -48,7 +57,7 @@ async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: 
         partitioner = DefaultPartitioner()
         used = {transactions} | ({labels} if not all(records.is_tx) else set())
         parts = {t: sorted(await producer.partitions_for(t)) for t in used}
-        batches: dict[tuple[str, int], object] = {}
+        batches: dict[tuple[str, int], Any] = {}
         pending = []
         for is_tx, key, value in zip(records.is_tx, records.keys, records.values, strict=True):
             topic = transactions if is_tx else labels
@@ -56,13 +65,13 @@ async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: 
             batch = batches.get((topic, partition))
             if batch is None:
                 batch = batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
-                pending.append(await producer.send_batch(batch, topic, partition=partition))  # type: ignore[arg-type]
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = batches[(topic, partition)] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)  # type: ignore[attr-defined]
+                batch.append(key=key, value=value, timestamp=None)
         for (topic, partition), batch in batches.items():
-            if batch.record_count():  # type: ignore[attr-defined]
-                pending.append(await producer.send_batch(batch, topic, partition=partition))  # type: ignore[arg-type]
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.wait_for(asyncio.gather(*pending), timeout=120)
     finally:
         await producer.stop()
@@ -160,7 +169,8 @@ async def read_decisions(bootstrap: str, topic: str, *, timeout: float = 120) ->
 # ---------------------------------------------------------------- the arrival-timing process
 
 
-def arrivals_process(bootstrap: str, topic: str, conn, stop, received) -> None:  # type: ignore[no-untyped-def]
+def arrivals_process(bootstrap: str, topic: str, conn: Connection, stop: Event,
+                     received: Any) -> None:
     """Child process: read ``topic`` from its current end, note when each decision arrives
     (``time.monotonic()``, the same clock as the sender's in another process), count them
     in the shared ``received``, and send ``[(transaction id, time), ...]`` on ``conn`` when
@@ -209,10 +219,41 @@ def freeze_gc() -> None:
     gc.freeze()
 
 
-def runner():  # type: ignore[no-untyped-def]
+def runner() -> Callable[[Coroutine[Any, Any, T]], T]:
     """``uvloop.run`` when uvloop is installed (the worker's loop), else ``asyncio.run``."""
     try:
         import uvloop
     except ImportError:
         return asyncio.run
     return uvloop.run
+
+
+@dataclass
+class Arrivals:
+    """A consumer in its own process stamping each record's arrival on ``topic``."""
+
+    process: BaseProcess
+    conn: Connection
+    stop: Event
+    received: Any  # a shared count of records so far (multiprocessing.Value, "q")
+
+    @classmethod
+    async def start(cls, bootstrap: str, topic: str) -> Arrivals:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        stop, received = ctx.Event(), ctx.Value("q", 0)
+        process = ctx.Process(target=arrivals_process, daemon=True,
+                              args=(bootstrap, topic, child, stop, received))
+        process.start()
+        if not await asyncio.to_thread(parent.poll, 60) or parent.recv() != "ready":
+            raise BenchError(f"the consumer of {topic} did not start within 60 s")
+        return cls(process, parent, stop, received)
+
+    async def collect(self) -> list[tuple[str, float]]:
+        """Stop it; every (transaction id, arrival time) it saw."""
+        self.stop.set()
+        got = await asyncio.to_thread(lambda: self.conn.recv() if self.conn.poll(120) else None)
+        self.process.join(30)
+        if got is None:
+            raise BenchError("the arrival consumer sent nothing back")
+        return list(got)

@@ -1,6 +1,6 @@
 """Where the worker's CPU goes: a py-spy ``raw`` profile summed by component.
 
-    python -m fraudtools.bench_profile reports/bench-profile-throughput.txt
+    python -m fraudtools.bench.profile reports/bench-profile-throughput.txt
 
 Each sample is charged to the innermost frame that belongs to a known component (the
 redis-py client, aiokafka, Faust, onnxruntime, the features, ...), looking past generic

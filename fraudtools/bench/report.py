@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["markdown", "plot", "summary", "write"]
+from fraudtools.bench.metrics import STAGES
 
-STAGES = ("decode", "redis", "features", "model", "emit")
+__all__ = ["markdown", "plot", "summary", "write"]
 
 
 def _n(value: Any, digits: int = 0) -> str:

@@ -1,0 +1,151 @@
+"""Latency: offered rates (500, 1,000, 2,000, 5,000 a second and the highest sustained),
+each for a fixed time, from the producer's send to the decision's arrival at a consumer in
+another process, with the worker's own time per stage from its /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+
+from fraudtools.bench import system
+from fraudtools.bench.kafka import Arrivals, send_paced
+from fraudtools.bench.metrics import percentiles, progress, stage_figures
+from fraudtools.bench.plan import MAX_RATE_TRIES
+
+if TYPE_CHECKING:
+    from fraudtools.bench.context import Bench
+    from fraudtools.bench.worker import Worker
+    from fraudtools.isolated import IsolatedWorker
+
+__all__ = ["phase"]
+
+
+async def phase(bench: Bench, w: Worker, where: IsolatedWorker) -> None:
+    """``latency_ms`` by offered rate, ``max_sustained_eps`` and the worker's memory, on the
+    throughput phase's worker ``w`` and topics."""
+    phases, first, seen = await _offer(bench, w, where)
+    _summarise(bench, phases, first, seen)
+
+
+async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
+                 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, int]]:
+    """Each rate in turn: the phases' raw figures, and by transaction id the first
+    arrival and the number of copies."""
+    plan = bench.plan
+    arrivals = await Arrivals.start(bench.bootstrap, where.names.decisions)
+    bench.children.append(arrivals.process)
+    consumer, received = arrivals.process, arrivals.received
+    producer = AIOKafkaProducer(bootstrap_servers=bench.bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    phases: list[dict[str, Any]] = []
+    expected = 0
+    throughput = bench.result["throughput_eps"]
+    try:
+        queue: list[tuple[int, str]] = [(r, "fixed") for r in sorted(plan.rates)]
+        tries = sorted({min(plan.max_rate_cap, int(throughput * f) // 250 * 250)
+                        for f in MAX_RATE_TRIES} - set(plan.rates) - {0}, reverse=True)
+        while queue:
+            rate, kind = queue.pop(0)
+            piece = bench.take(int(rate * plan.seconds))
+            pids = bench.cpu_pids(worker=w.pid, consumer=consumer.pid or 0)
+            before, c0 = await w.metrics(), system.sample(pids)
+            progress(f"latency: {rate:,}/s for {plan.seconds:g} s ({kind}) ...")
+            sent_at = await send_paced(producer, piece, rate=rate,
+                                       transactions=where.names.transactions,
+                                       labels=where.names.labels)
+            sent_done = time.monotonic()
+            expected += len(sent_at)
+            deadline = sent_done + plan.drain
+            while received.value < expected and time.monotonic() < deadline:
+                w.check()
+                await asyncio.sleep(0.02)
+            drain_seconds = time.monotonic() - sent_done
+            c1, after = system.sample(pids), await w.metrics()
+            send_seconds = sent_done - min(sent_at.values())
+            phases.append({
+                "rate": rate, "kind": kind, "sent_at": sent_at,
+                "send_seconds": send_seconds, "drain_seconds": drain_seconds,
+                "stages": stage_figures(before, after), "rss": bench.rss(w),
+                "cpu": {k: c1.cpu[k] - c0.cpu[k] for k in c1.cpu},
+                "wall": c1.at - c0.at, "busy": c1.busy - c0.busy,
+            })
+            if received.value < expected:
+                # The backlog would spill into the next phase: let it clear first.
+                progress(f"  not drained {plan.drain:g} s after sending; waiting for the rest")
+                deadline = time.monotonic() + 120
+                while received.value < expected and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+            # Kept up: sent on time and the last decisions came within a second.
+            kept_up = drain_seconds < 1.0 and send_seconds < plan.seconds * 1.05
+            if kind == "max" and kept_up:
+                tries.clear()
+            if not queue and tries:  # after the fixed rates: the highest sustained
+                queue.append((tries.pop(0), "max"))
+            await asyncio.sleep(1.0)
+    finally:
+        await producer.stop()
+    first: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for tx_id, at in await arrivals.collect():
+        seen[tx_id] = seen.get(tx_id, 0) + 1
+        first.setdefault(tx_id, at)
+    return phases, first, seen
+
+
+def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, float],
+               seen: dict[str, int]) -> None:
+    latency_ms: dict[str, Any] = {}
+    rss = []
+    best = None
+    for phase in phases:
+        sent_at = phase["sent_at"]
+        lat = [(first[i] - t) * 1000 for i, t in sent_at.items() if i in first]
+        arrived = [first[i] for i in sent_at if i in first]
+        span = (max(arrived) - min(sent_at.values())) if arrived else math.nan
+        decided = len(lat)
+        achieved = decided / span if span and span > 0 else math.nan
+        fifth = max(1, len(lat) // 5)
+        ordered = [(first[i] - t) * 1000 for i, t in sorted(sent_at.items(), key=lambda x: x[1])
+                   if i in first]
+        growing = (np.median(ordered[-fifth:]) > 2 * np.median(ordered[:fifth]) + 5
+                   if ordered else True)
+        sustained = (decided == len(sent_at) and achieved >= 0.95 * phase["rate"]
+                     and not growing)
+        busy_cpu = phase["cpu"]
+        per_million = {k: round(v / decided * 1e6, 1) if decided else None
+                       for k, v in busy_cpu.items()}
+        entry = {
+            **percentiles(lat),
+            "offered_eps": phase["rate"],
+            "achieved_eps": round(achieved) if not math.isnan(achieved) else None,
+            "sent": len(sent_at), "decided": decided,
+            "missing": len(sent_at) - decided,
+            "send_seconds": round(phase["send_seconds"], 2),
+            "drain_seconds": round(phase["drain_seconds"], 2),
+            "repeated": sum(seen.get(i, 0) > 1 for i in sent_at),
+            "sustained": bool(sustained),
+            "kind": phase["kind"],
+            "worker_stages": phase["stages"],
+            "cpu_cores": {k: round(v / phase["wall"], 3) for k, v in busy_cpu.items()},
+            "core_seconds_per_million": per_million,
+            "machine_busy_cores": round(phase["busy"] / phase["wall"], 2),
+            "other_processes_cores": round(
+                (phase["busy"] - sum(v for v in busy_cpu.values() if not math.isnan(v)))
+                / phase["wall"], 2),
+        }
+        latency_ms[str(phase["rate"])] = entry
+        rss.append(phase["rss"]["rss_mb"])
+        if sustained and (best is None or phase["rate"] > best):
+            best = phase["rate"]
+        progress(f"  {phase['rate']:>6,}/s: p50 {entry['p50']} p99 {entry['p99']} max "
+                 f"{entry['max']} ms, achieved {entry['achieved_eps']}/s, "
+                 f"sustained {sustained}")
+    bench.result["latency_ms"] = latency_ms
+    bench.result["max_sustained_eps"] = best
+    bench.result["worker_rss_mb"] = round(float(np.median(rss)), 1) if rss else None
+    bench.result["worker_rss_peak_mb"] = phases[-1]["rss"]["peak_mb"] if phases else None

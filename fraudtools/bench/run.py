@@ -1,0 +1,124 @@
+"""The whole benchmark run: the phases in order, the bar, and :func:`execute`, which always
+cleans up after a run (also on an error, SIGTERM or Ctrl-C)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis import Redis
+
+from fraudtools.bench import baseline, floor, latency, limit, memory, system, throughput
+from fraudtools.bench import data as bench_data
+from fraudtools.bench import two_workers as pair
+from fraudtools.bench.context import Bench
+from fraudtools.bench.kafka import BenchError, freeze_gc, runner
+from fraudtools.bench.metrics import progress
+from fraudtools.bench.plan import MAX_RATE_TRIES
+from fraudtools.kafka_admin import KafkaNotReady
+from fraudtools.worker_process import ROOT
+
+__all__ = ["bar", "execute", "run"]
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    """Every phase of ``bench.plan`` on the stack; the report's content (``bench.json``)."""
+    plan = bench.plan
+    started = time.monotonic()
+    bench.result = {"schema": 1, "mode": "quick" if bench.args.quick else "full",
+                    "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "phases": {}}
+    client = Redis.from_url(bench.redis_url, socket_timeout=5)
+    try:
+        info = client.info("server")
+        bench.redis_used_start = int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+    bench.pids = bench.stack_pids(info)
+    r = bench.result
+    r["git"] = system.git_info(ROOT)
+    r["machine"] = system.machine_info(kafka_pid=bench.pids.get("kafka"),
+                                       redis_version=info.get("redis_version"))
+    redis_where = urlsplit(bench.redis_url)
+    r["stack"] = {
+        "bootstrap": bench.bootstrap,
+        "redis": f"{redis_where.hostname}:{redis_where.port or 6379}{redis_where.path}",
+        "pids": dict(bench.pids),
+        "worker_settings": {"FRAUD_LOG_LEVEL": "INFO", **bench.worker_env,
+                            "model_version": bench.model_version},
+    }
+
+    budget = (plan.throughput + int(sum(plan.rates) * plan.seconds)
+              + int(plan.max_rate_cap * plan.seconds * len(MAX_RATE_TRIES))
+              + plan.baseline + plan.warm + plan.two_workers)
+    progress(f"{bench.run_id}: generating {budget:,} transactions ...")
+    bench.data = bench_data.build(budget)
+    freeze_gc()
+    d = bench.data
+    r["data"] = {"customers": d.customers, "terminals": d.terminals, "days": d.days,
+                 "transactions": d.records.transactions, "records": len(d.records)}
+    backlog = bench.take(plan.throughput)
+    await limit.phase(bench, backlog)
+    await floor.phase(bench, backlog.transactions_only().head(int(1_000 * plan.seconds)))
+    worker, where = await throughput.phase(bench, backlog)
+    await latency.phase(bench, worker, where)
+    worker.stop()
+    await baseline.phase(bench, bench.take(plan.baseline))
+    warm = bench.take(plan.warm)
+    await pair.phase(bench, warm, bench.take(plan.two_workers))
+    memory.phase(bench)
+    r["throughput_vs_limit"] = round(r["throughput_eps"] / r["limit_eps"], 3)
+    r["batching_speedup"] = round(r["throughput_eps"] / r["baseline_eps"], 2)
+    r["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    r["duration_seconds"] = round(time.monotonic() - started)
+    r["bar"] = bar(r)
+    return r
+
+
+def bar(r: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bar, figure by figure: the measured value, the target, met or not."""
+    lat = r.get("latency_ms", {})
+
+    def p99(rate: int) -> float | None:
+        value = lat.get(str(rate), {}).get("p99")
+        return None if value is None else float(value)
+
+    def at_most(rate: int, limit_ms: float) -> bool:
+        value = p99(rate)
+        return value is not None and value <= limit_ms
+
+    checks = {
+        "throughput_eps >= 8000": (r["throughput_eps"], r["throughput_eps"] >= 8000),
+        "throughput >= 60% of limit": (r["throughput_vs_limit"], r["throughput_vs_limit"] >= 0.6),
+        "p99 at 1000/s <= 10 ms": (p99(1000), at_most(1000, 10)),
+        "p99 at 5000/s <= 25 ms": (p99(5000), at_most(5000, 25) and lat["5000"]["sustained"]),
+        "batching >= 3x baseline": (r["batching_speedup"], r["batching_speedup"] >= 3),
+    }
+    return {k: {"value": v, "met": bool(ok)} for k, (v, ok) in checks.items()}
+
+
+def execute(bench: Bench, work: Coroutine[Any, Any, dict[str, Any]], name: str
+            ) -> tuple[dict[str, Any] | None, int]:
+    """Run ``work`` on ``bench`` (SIGTERM acts as Ctrl-C) and always clean up after it:
+    (result, 0), or (None, exit status) when it failed or was interrupted, having said so."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return runner()(work), 0
+    except (BenchError, KafkaNotReady) as exc:
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt:
+        print(f"{name} interrupted", file=sys.stderr)
+        return None, 130
+    finally:
+        progress("cleaning up (topics, consumer groups, Redis keys, processes) ...")
+        bench.cleanup()

@@ -1,0 +1,72 @@
+"""Throughput: one worker on a pre-loaded backlog, first to last decision (optionally
+under py-spy, ``--profile``)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fraudtools.bench.kafka import preload, read_decisions
+from fraudtools.bench.metrics import progress, stage_figures
+from fraudtools.bench.profile import summarize
+from fraudtools.isolated import IsolatedWorker
+from fraudtools.kafka_admin import create_topics
+
+if TYPE_CHECKING:
+    from fraudtools.bench.context import Bench
+    from fraudtools.bench.data import Slice
+    from fraudtools.bench.worker import Worker
+
+__all__ = ["phase"]
+
+
+async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
+    """``throughput_eps``, the cost per million decisions and the worker's stages; the
+    worker is left running (with its topics) for the latency phase."""
+    where = bench.isolated("main")
+    await create_topics(bench.bootstrap, where.topics)
+    took = await preload(bench.bootstrap, backlog, transactions=where.names.transactions,
+                         labels=where.names.labels)
+    n = backlog.transactions
+    progress(f"throughput: {n:,} transactions (+{len(backlog) - n:,} labels) pre-loaded in "
+             f"{took:.1f} s; starting the worker ...")
+    w = bench.worker("worker", where).start()
+    profile = Path(bench.args.reports) / "bench-profile-throughput.txt"
+    profiler: list[subprocess.Popen[bytes]] = []
+
+    def start_profiler() -> None:  # from the first decision: no start-up in the profile
+        profiler.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(w.pid),
+             "-f", "raw", "-r", "100", "--nonblocking", "-o", str(profile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        bench.children.append(profiler[0])
+
+    pids = bench.cpu_pids(worker=w.pid)
+    watched = await bench.watch(where.names.decisions, n, pids, what="throughput", alive=[w],
+                                on_first=start_profiler if bench.args.profile else None)
+    summary: dict[str, Any] | None = None
+    if profiler:
+        profiler[0].send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler[0].wait(30)
+        if profile.exists():
+            summary = {"file": profile.name, **summarize(profile)}
+    decisions = await read_decisions(bench.bootstrap, where.names.decisions)
+    metrics = await w.metrics()
+    bench.result["throughput_eps"] = round(decisions.rate())
+    cpu = watched.cpu(["worker", "redis", "kafka", "bench"])
+    bench.result["core_seconds_per_million"] = cpu["core_seconds_per_million"]
+    bench.result["phases"]["throughput"] = {
+        **bench.check_complete("throughput", decisions, n),
+        "stages": stage_figures({}, metrics),
+        "cpu": cpu,
+        "worker_memory": bench.rss(w),
+        "profile": summary,
+    }
+    progress(f"throughput: {bench.result['throughput_eps']:,} decisions/s; "
+             f"cpu {cpu['cores']}")
+    return w, where

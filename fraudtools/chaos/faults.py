@@ -1,0 +1,99 @@
+"""The faults: what each does to the private stack or the workers, and when it started and
+was cleared."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fraudtools.chaos.stack import PrivateStack
+from fraudtools.worker_process import WorkerProcess
+
+__all__ = ["FAULTS", "OUTAGE", "REBALANCE_STAY", "Context", "Fault"]
+
+OUTAGE = 10.0  # seconds Redis stays down
+REBALANCE_STAY = 8.0  # seconds the second worker stays in the group
+
+
+@dataclass
+class Context:
+    """What a fault acts on, and when it started and was cleared (wall clock)."""
+
+    stack: PrivateStack
+    workers: list[WorkerProcess]  # the group's main line: the last one runs at the end
+    spawn: Callable[[str], WorkerProcess]  # a new worker of the same group, by log name
+    spawned: list[WorkerProcess] = field(default_factory=list)  # all, to stop at the end
+    fault_start: float = 0.0
+    fault_end: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _restart_worker(ctx: Context, sig: int) -> None:
+    old = ctx.workers[-1]
+    ctx.fault_start = time.time()
+    code = old.stop(sig, timeout=60)
+    stopped = time.time()
+    ctx.notes.append(f"worker exited with {code} in {stopped - ctx.fault_start:.1f} s")
+    ctx.workers.append(ctx.spawn("restarted").start().wait_ready())
+    ctx.fault_end = time.time()
+
+
+def _broker_restart(ctx: Context) -> None:
+    ctx.fault_start = time.time()
+    ctx.stack.kafka_down()
+    down = time.time()
+    ctx.stack.kafka_up()
+    ctx.fault_end = time.time()
+    ctx.notes.append(
+        f"broker down in {down - ctx.fault_start:.1f} s, up again in {ctx.fault_end - down:.1f} s"
+    )
+
+
+def _redis_outage(ctx: Context) -> None:
+    ctx.fault_start = time.time()
+    ctx.stack.redis_stop_keeping_state()
+    time.sleep(max(0.0, OUTAGE - (time.time() - ctx.fault_start)))
+    ctx.stack.redis_up()
+    ctx.fault_end = time.time()
+
+
+def _rebalance(ctx: Context) -> None:
+    ctx.fault_start = time.time()
+    second = ctx.spawn("second").start().wait_ready()
+    joined = time.time()
+    time.sleep(REBALANCE_STAY)
+    took = second.metric("fraud_decisions_total")
+    code = second.stop(signal.SIGTERM, timeout=60)
+    ctx.fault_end = time.time()
+    ctx.notes.append(
+        f"second worker healthy after {joined - ctx.fault_start:.1f} s, made {took:.0f} "
+        f"decisions in {REBALANCE_STAY:.0f} s, exited with {code}"
+    )
+    if took == 0:
+        ctx.notes.append("the second worker decided nothing: no partition reached it")
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    title: str
+    inject: Callable[[Context], None]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault("worker-sigkill", "worker SIGKILL mid-stream, restarted",
+              lambda ctx: _restart_worker(ctx, signal.SIGKILL)),
+        Fault("worker-sigterm", "worker SIGTERM mid-stream, restarted",
+              lambda ctx: _restart_worker(ctx, signal.SIGTERM)),
+        Fault("broker-restart", "broker restarted mid-stream", _broker_restart),
+        Fault("redis-down-hold", f"Redis down {OUTAGE:.0f} s, policy hold", _redis_outage),
+        Fault("redis-down-open", f"Redis down {OUTAGE:.0f} s, policy open", _redis_outage,
+              {"FRAUD_FAIL_POLICY": "open"}),
+        Fault("rebalance", "second worker joins, then leaves", _rebalance),
+    )
+}

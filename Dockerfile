@@ -19,4 +19,6 @@ RUN useradd --system --uid 10001 --no-create-home worker && chown worker /app
 USER worker
 
 EXPOSE 6066
-CMD ["faust", "-A", "service.app", "worker", "-l", "info"]
+# The worker's own entry point: it builds the app from FRAUD_* settings (service.app).
+ENV FRAUD_WEB_HOST=0.0.0.0
+CMD ["fraud-worker"]

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint bench bench-quick soak chaos clean
+.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint coverage bench bench-quick soak chaos clean
 
 help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
@@ -74,9 +74,16 @@ soak: $(INSTALLED) up
 chaos: $(INSTALLED)
 	$(PY) -m fraudtools.chaos
 
+# ruff, and mypy --strict over fraudcore, service, training and fraudtools (pyproject.toml).
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# The unit suite alone (no Kafka, no Redis) must cover most of service/: the batch path is
+# tested through its ports, not only through the real worker.
+coverage: $(INSTALLED)
+	$(VENV)/bin/coverage run --source=service -m pytest -q tests/unit
+	$(VENV)/bin/coverage report --fail-under=70
 
 clean:
 	rm -rf reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,32 +1,264 @@
-"""What a model artifact must say about itself, checked the same way on both sides.
+"""What a model artifact must say about itself, written and checked the same way on both sides.
 
 Layout under the models folder::
 
     models/current                  one line: the version directory to serve
     models/<version>/model.onnx     float32 input of the feature vector, probabilities out
-    models/<version>/metadata.json  see :func:`model_info`
+    models/<version>/metadata.json  see :func:`metadata_document` and :func:`model_info`
 
-Training writes it; the service reads the files and calls :func:`model_info`, which
-refuses a model built on other feature definitions or whose bytes are not the ones the
-metadata describes.
+Training fills a :class:`ModelMetadata` and writes :func:`metadata_document` of it; the
+service reads the files and calls :func:`model_info`, which refuses a model built on other
+feature definitions or whose bytes are not the ones the metadata describes. A model's
+version is the start of its sha256, derived once, in :class:`ModelIdentity`.
+
+Nothing here reads a file or the clock: the caller passes the bytes and the times.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, TypeAlias, TypedDict
 
 from fraudcore.errors import FingerprintMismatch, ModelIntegrityError
-from fraudcore.features import FEATURE_NAMES, fingerprint
+from fraudcore.features import FEATURE_NAMES, SPEC, fingerprint
 from fraudcore.policy import Thresholds
 
-__all__ = ["METADATA_FILE", "MODEL_FILE", "POINTER_FILE", "ModelInfo", "model_info"]
+__all__ = [
+    "JSON",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "POINTER_FILE",
+    "VERSION_DIGITS",
+    "DataDocument",
+    "DataSummary",
+    "FeatureSet",
+    "FeaturesDocument",
+    "MetadataDocument",
+    "ModelDescription",
+    "ModelDocument",
+    "ModelIdentity",
+    "ModelInfo",
+    "ModelMetadata",
+    "ThresholdChoice",
+    "ThresholdsDocument",
+    "metadata_document",
+    "model_info",
+]
 
 POINTER_FILE = "current"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+VERSION_DIGITS = 12
+
+#: A JSON value as training hands it over (any sequence or mapping serialises).
+JSON: TypeAlias = "str | int | float | bool | None | Sequence[JSON] | Mapping[str, JSON]"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# --- what training fills ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """A model's sha256 and its version, the first :data:`VERSION_DIGITS` hex digits of it.
+
+    The version is derived here and nowhere else, when the identity is made.
+    """
+
+    sha256: str
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _SHA256.fullmatch(self.sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        object.__setattr__(self, "version", self.sha256[:VERSION_DIGITS])
+
+    @classmethod
+    def of(cls, model_bytes: bytes) -> ModelIdentity:
+        """The identity of the model serialised as ``model_bytes``."""
+        return cls(hashlib.sha256(model_bytes).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSet:
+    """The feature definitions a model was trained on (``metadata["features"]``)."""
+
+    names: tuple[str, ...]
+    fingerprint: str
+    spec_version: int
+
+    @classmethod
+    def current(cls) -> FeatureSet:
+        """This code's features: the ones :func:`model_info` expects by default."""
+        return cls(FEATURE_NAMES, fingerprint(), SPEC.version)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """The exported model (``metadata["model"]``, with the identity's ``sha256``)."""
+
+    type: str
+    params: Mapping[str, JSON]
+    input_name: str
+    output_name: str
+    opset: Mapping[str, int]
+    parity_max_abs_diff: float
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChoice:
+    """The decision thresholds and, in words, how each was chosen."""
+
+    thresholds: Thresholds
+    review_rule: str
+    decline_rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataSummary:
+    """The data a model was trained and tested on (``metadata["data"]``).
+
+    ``train`` and ``test`` are half-open day ranges ``(first day, day after the last)``;
+    ``first`` and ``last`` are the data's earliest and latest transaction times.
+    """
+
+    source: str
+    transactions: int
+    first: datetime
+    last: datetime
+    train: tuple[date, date]
+    test: tuple[date, date]
+    train_rows: int
+    test_rows_cleaned: int
+    label_delay_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """Everything ``metadata.json`` records; :func:`metadata_document` writes it."""
+
+    identity: ModelIdentity
+    created_at: datetime
+    features: FeatureSet
+    model: ModelDescription
+    thresholds: ThresholdChoice
+    data: DataSummary
+    validation: Mapping[str, float]
+    test: Mapping[str, JSON]
+    libraries: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if self.created_at.utcoffset() is None:
+            raise ValueError(f"created_at must be timezone-aware, got {self.created_at!r}")
+
+    @property
+    def version(self) -> str:
+        return self.identity.version
+
+
+# --- what metadata.json holds -------------------------------------------------------------
+
+
+class FeaturesDocument(TypedDict):
+    names: list[str]
+    fingerprint: str
+    spec_version: int
+
+
+class ModelDocument(TypedDict):
+    type: str
+    params: dict[str, JSON]
+    input_name: str
+    output_name: str
+    opset: dict[str, int]
+    parity_max_abs_diff: float
+    sha256: str
+
+
+class ThresholdsDocument(TypedDict):
+    review: float
+    decline: float
+    review_rule: str
+    decline_rule: str
+
+
+class DataDocument(TypedDict):
+    source: str
+    transactions: int
+    first: str
+    last: str
+    train: list[str]
+    test: list[str]
+    train_rows: int
+    test_rows_cleaned: int
+    label_delay_days: int
+
+
+class MetadataDocument(TypedDict):
+    created_at: str
+    features: FeaturesDocument
+    model: ModelDocument
+    thresholds: ThresholdsDocument
+    data: DataDocument
+    validation: dict[str, float]
+    test: dict[str, JSON]
+    libraries: dict[str, str]
+    version: str
+
+
+def metadata_document(metadata: ModelMetadata) -> MetadataDocument:
+    """The JSON object of ``metadata.json``: what :func:`model_info` reads back.
+
+    Times and days are ISO 8601 strings; the ``data`` keys keep their order (the report
+    lists them as they come).
+    """
+    model, choice, data = metadata.model, metadata.thresholds, metadata.data
+    return {
+        "created_at": metadata.created_at.isoformat(),
+        "features": {
+            "names": list(metadata.features.names),
+            "fingerprint": metadata.features.fingerprint,
+            "spec_version": metadata.features.spec_version,
+        },
+        "model": {
+            "type": model.type,
+            "params": dict(model.params),
+            "input_name": model.input_name,
+            "output_name": model.output_name,
+            "opset": dict(model.opset),
+            "parity_max_abs_diff": model.parity_max_abs_diff,
+            "sha256": metadata.identity.sha256,
+        },
+        "thresholds": {
+            "review": choice.thresholds.review,
+            "decline": choice.thresholds.decline,
+            "review_rule": choice.review_rule,
+            "decline_rule": choice.decline_rule,
+        },
+        "data": {
+            "source": data.source,
+            "transactions": data.transactions,
+            "first": data.first.isoformat(),
+            "last": data.last.isoformat(),
+            "train": [day.isoformat() for day in data.train],
+            "test": [day.isoformat() for day in data.test],
+            "train_rows": data.train_rows,
+            "test_rows_cleaned": data.test_rows_cleaned,
+            "label_delay_days": data.label_delay_days,
+        },
+        "validation": dict(metadata.validation),
+        "test": dict(metadata.test),
+        "libraries": dict(metadata.libraries),
+        "version": metadata.version,
+    }
+
+
+# --- what the service checks --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +277,8 @@ def model_info(
     expected_fingerprint: str | None = None,
     expected_features: tuple[str, ...] = FEATURE_NAMES,
 ) -> ModelInfo:
-    """Check ``metadata`` against the model's bytes and this code's features."""
+    """Check ``metadata`` (a parsed ``metadata.json``) against the model's bytes and this
+    code's features."""
     try:
         version = str(metadata["version"])
         recorded_hash = str(metadata["model"]["sha256"])
@@ -73,7 +306,7 @@ def model_info(
             f"model {version} was trained on {what}; retrain with `make train` or deploy the "
             "matching code"
         )
-    actual_hash = hashlib.sha256(model_bytes).hexdigest()
+    actual_hash = ModelIdentity.of(model_bytes).sha256
     if actual_hash != recorded_hash:
         raise ModelIntegrityError(
             f"model {version}: model.onnx has sha256 {actual_hash[:12]}..., its metadata "

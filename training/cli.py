@@ -16,10 +16,14 @@ import time
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudcore.errors import FraudError
 from training import generator, protocol
 from training.dataset import COLUMNS, DatasetError, normalise, read_transactions
+
+if TYPE_CHECKING:  # training.pipeline loads scikit-learn and onnx: only when training
+    from training.pipeline import TrainingRun
 
 __all__ = ["main"]
 
@@ -155,39 +159,40 @@ def _train(args: argparse.Namespace) -> int:
         validation_folds=args.validation_folds,
         test_folds=args.test_folds,
     )
-    report = result.report
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        args.report.write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         result.predictions.to_csv(args.predictions, index=False)
-    _summary(report, result.model_dir)
+    _summary(result)
     return 0
 
 
-def _summary(report: dict, model_dir: Path) -> None:
-    val, test = report["validation"], report["test"]
-    print(f"\nmodel {report['version']} ({report['model']['type']}) -> {model_dir}")
+def _summary(result: TrainingRun) -> None:
+    metadata, test = result.metadata, result.test
+    val, model_dir = metadata.validation, result.model_dir
+    print(f"\nmodel {metadata.version} ({metadata.model.type}) -> {model_dir}")
     print(f"{'':12}{'AUC ROC':>9}{'AP':>9}{'CP@100':>9}")
-    for name, m in (("validation", val), ("test", test)):
-        print(
-            f"{name:12}{m['auc_roc']:9.3f}{m['average_precision']:9.3f}"
-            f"{m['card_precision_at_100']:9.3f}"
-        )
-    if "prequential_test" in report:
-        p = report["prequential_test"]
+    rows = (
+        ("validation", val["auc_roc"], val["average_precision"], val["card_precision_at_100"]),
+        ("test", test.auc_roc, test.average_precision, test.card_precision_at_100),
+    )
+    for name, auc, ap, cp in rows:
+        print(f"{name:12}{auc:9.3f}{ap:9.3f}{cp:9.3f}")
+    p = result.prequential_means()
+    if p is not None:
         print(
             f"{'4-fold test':12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
             f"{p['mean_card_precision_at_100']:9.3f}"
         )
-    t = report["thresholds"]
+    t = metadata.thresholds.thresholds
     print(
-        f"review >= {t['review']:.4f} (precision {test['precision_at_review']:.2f}, recall "
-        f"{test['recall_at_review']:.2f}); decline >= {t['decline']:.4f} (precision "
-        f"{test['precision_at_decline']:.2f}, recall {test['recall_at_decline']:.2f})"
+        f"review >= {t.review:.4f} (precision {test.precision_at_review:.2f}, recall "
+        f"{test.recall_at_review:.2f}); decline >= {t.decline:.4f} (precision "
+        f"{test.precision_at_decline:.2f}, recall {test.recall_at_decline:.2f})"
     )
     print(
-        f"replay: {report['replay']['events_per_second']:,} events/s; "
+        f"replay: {round(result.replay.events_per_second):,} events/s; "
         f"report: {model_dir / 'report.md'}"
     )

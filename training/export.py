@@ -9,7 +9,6 @@ written, onnxruntime scores the whole test set and the result must match scikit-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,30 +20,40 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.base import ClassifierMixin
 from sklearn.pipeline import Pipeline
 
-from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE
+from fraudcore.artifacts import (
+    METADATA_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    ModelIdentity,
+    ModelMetadata,
+    metadata_document,
+    model_info,
+)
 from fraudcore.errors import ModelError
 from training import onnx_compat
+from training.train import Classifier
 
 __all__ = [
     "INPUT_NAME",
+    "OUTPUT_NAME",
     "PARITY_TOLERANCE",
     "TARGET_OPSET",
     "ParityError",
     "check_parity",
     "convert",
     "library_versions",
-    "version_of",
     "write_artifacts",
 ]
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"  # skl2onnx's name for the probability array (zipmap off)
 PARITY_TOLERANCE = 1e-5
 TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
@@ -53,7 +62,7 @@ class ParityError(ModelError):
     """onnxruntime and scikit-learn disagree on the test set; nothing is written."""
 
 
-def convert(model: ClassifierMixin, n_features: int) -> bytes:
+def convert(model: Classifier, n_features: int) -> bytes:
     """The ONNX bytes of ``model`` with a float32 input and a probability-array output."""
     onnx_compat.install()
     classifier = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -73,12 +82,13 @@ def session(model_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def check_parity(model_bytes: bytes, model: ClassifierMixin, features: np.ndarray) -> float:
+def check_parity(model_bytes: bytes, model: Classifier, features: NDArray[np.float32]) -> float:
     """The largest absolute difference in fraud probability; raises above the tolerance."""
     expected = model.predict_proba(features)[:, 1]
     sess = session(model_bytes)
-    output = sess.get_outputs()[1].name  # [label, probabilities]
-    actual = sess.run([output], {INPUT_NAME: features})[0][:, 1]
+    output = sess.get_outputs()[1].name  # [label, OUTPUT_NAME]
+    # onnxruntime is untyped: its run() returns a list of arrays, the probabilities first.
+    actual: NDArray[np.float32] = sess.run([output], {INPUT_NAME: features})[0][:, 1]
     worst = float(np.max(np.abs(actual.astype(np.float64) - expected))) if len(features) else 0.0
     if not worst <= PARITY_TOLERANCE:
         raise ParityError(
@@ -94,38 +104,47 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{n: package_version(n) for n in names}}
 
 
-def version_of(model_bytes: bytes) -> str:
-    """A model's version: the first 12 hex digits of its sha256."""
-    return hashlib.sha256(model_bytes).hexdigest()[:12]
-
-
 def write_artifacts(
     models_dir: Path,
     model_bytes: bytes,
-    metadata: Mapping[str, Any],
+    metadata: ModelMetadata | Mapping[str, Any],
     *,
     files: Mapping[str, bytes] = {},
 ) -> Path:
     """Write ``models/<version>/`` and then point ``models/current`` at it.
 
-    The version is the first 12 hex digits of the model's sha256, so the same model always
-    lands in the same place. ``metadata`` gets ``version`` and ``model.sha256`` filled in.
+    ``metadata`` is normally the :class:`~fraudcore.artifacts.ModelMetadata` training
+    filled, whose identity must be that of ``model_bytes``. A metadata document instead (a
+    parsed ``metadata.json``, e.g. another model's) gets this model's ``version`` and
+    ``model.sha256`` filled in. Either way the document is checked with
+    :func:`~fraudcore.artifacts.model_info`, as the service will check it, before anything
+    is written; the version names the directory, so the same model always lands in the
+    same place.
     """
-    digest = hashlib.sha256(model_bytes).hexdigest()
-    version = version_of(model_bytes)
+    document = _document(metadata, model_bytes)
+    version = model_info(document, model_bytes).version
     target = models_dir / version
     target.mkdir(parents=True, exist_ok=True)
-    full = {**metadata, "version": version}
-    full["model"] = {**metadata.get("model", {}), "sha256": digest}
     _write_atomic(target / MODEL_FILE, model_bytes)
     _write_atomic(
-        target / METADATA_FILE, json.dumps(full, indent=2, sort_keys=True).encode() + b"\n"
+        target / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
     )
     for name, content in files.items():
         _write_atomic(target / name, content)
     _write_atomic(models_dir / POINTER_FILE, f"{version}\n".encode())
     log.info("model %s written to %s and made current", version, target)
     return target
+
+
+def _document(metadata: ModelMetadata | Mapping[str, Any], model_bytes: bytes) -> Mapping[str, Any]:
+    if isinstance(metadata, ModelMetadata):
+        return metadata_document(metadata)
+    identity = ModelIdentity.of(model_bytes)
+    return {
+        **metadata,
+        "version": identity.version,
+        "model": {**metadata.get("model", {}), "sha256": identity.sha256},
+    }
 
 
 def _write_atomic(path: Path, content: bytes) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,7 @@ def card_precision_top_k(predictions: pd.DataFrame, *, k: int = 100) -> tuple[fl
         raise ValueError(f"k must be >= 1, got {k}")
     validate_predictions(predictions)
     cards = _card_days(predictions)
-    detected: set[Any] = set()
+    detected: set[Hashable] = set()  # card ids
     per_day: list[float] = []
     for _day, day_cards in cards.groupby("day", sort=True):
         eligible = day_cards.loc[~day_cards["card_id"].isin(detected)]
@@ -166,9 +166,9 @@ class Metrics:
     frauds: int
     k: int = 100
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | list[float]]:
         """The metrics as plain JSON-ready values (floats, ints, a list of floats)."""
-        out: dict[str, Any] = {}
+        out: dict[str, float | list[float]] = {}
         for name, value in asdict(self).items():
             if name in ("transactions", "frauds", "k"):
                 out[name] = int(value)

@@ -96,7 +96,7 @@ def _plot_score_distribution(
     low, high = float(scores.min()), float(scores.max())
     if high <= low:
         low, high = low - 0.5, high + 0.5
-    bins = np.linspace(low, high, 51)
+    bins = list(np.linspace(low, high, 51))  # matplotlib's stubs take a sequence, not an array
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
     for value, name, color in ((0, "legitimate", "tab:blue"), (1, "fraud", "tab:red")):

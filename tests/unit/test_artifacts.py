@@ -1,21 +1,37 @@
-"""model_info: a metadata dict written by hand against the model's bytes and this code."""
+"""model_info: a metadata dict written by hand against the model's bytes and this code;
+metadata_document: what training writes, read back by model_info."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from fraudcore import (
     FEATURE_NAMES,
+    SPEC,
     FingerprintMismatch,
     ModelIntegrityError,
     Thresholds,
     fingerprint,
 )
-from fraudcore.artifacts import ModelInfo, model_info
+from fraudcore.artifacts import (
+    VERSION_DIGITS,
+    DataSummary,
+    FeatureSet,
+    ModelDescription,
+    ModelIdentity,
+    ModelInfo,
+    ModelMetadata,
+    ThresholdChoice,
+    metadata_document,
+    model_info,
+)
 from fraudcore.errors import ModelError
 
 MODEL_BYTES = b"not really onnx, but bytes all the same\x00\x01\x02"
@@ -194,3 +210,155 @@ def test_model_errors_share_a_root() -> None:
     assert issubclass(FingerprintMismatch, ModelError)
     assert issubclass(ModelIntegrityError, ModelError)
     assert not issubclass(FingerprintMismatch, ModelIntegrityError)
+
+
+# --- the writer: ModelMetadata -> metadata_document -> model_info -------------------------
+
+
+def written(**changes: Any) -> ModelMetadata:
+    """Metadata as training fills it for MODEL_BYTES; ``changes`` replace fields."""
+    meta = ModelMetadata(
+        identity=ModelIdentity.of(MODEL_BYTES),
+        created_at=datetime(2026, 11, 29, 16, 16, 22, tzinfo=UTC),
+        features=FeatureSet.current(),
+        model=ModelDescription(
+            type="random_forest",
+            params={"n_estimators": 100, "max_depth": None, "min_samples_leaf": 5},
+            input_name="features",
+            output_name="probabilities",
+            opset={"": 21, "ai.onnx.ml": 3},
+            parity_max_abs_diff=6.9e-07,
+        ),
+        thresholds=ThresholdChoice(
+            Thresholds(review=0.04, decline=0.34), review_rule="about 100 a day",
+            decline_rule="precision >= 0.9",
+        ),
+        data=DataSummary(
+            source="generator(seed=0, reference size)",
+            transactions=1_793_343,
+            first=datetime(2018, 4, 1, 0, 1, 21, tzinfo=UTC),
+            last=datetime(2018, 9, 30, 23, 59, 51, tzinfo=UTC),
+            train=(date(2018, 7, 25), date(2018, 8, 1)),
+            test=(date(2018, 8, 8), date(2018, 8, 15)),
+            train_rows=68_526,
+            test_rows_cleaned=59_515,
+            label_delay_days=7,
+        ),
+        validation={"auc_roc": 0.88, "auc_roc_std": 0.01, "folds": 4},
+        test={"auc_roc": 0.87, "card_precision_per_day": [0.41, 0.34], "k": 100},
+        libraries={"python": "3.11.7", "numpy": "2.4.6"},
+    )
+    return dataclasses.replace(meta, **changes)
+
+
+def read_back(meta: ModelMetadata, model_bytes: bytes = MODEL_BYTES) -> ModelInfo:
+    """What the service gets: the document through JSON text, then model_info."""
+    return model_info(json.loads(json.dumps(metadata_document(meta))), model_bytes)
+
+
+def test_write_then_read_gives_the_same_values() -> None:
+    meta = written()
+    assert read_back(meta) == ModelInfo(
+        version=meta.version,
+        sha256=meta.identity.sha256,
+        input_name=meta.model.input_name,
+        output_name=meta.model.output_name,
+        thresholds=meta.thresholds.thresholds,
+    )
+    assert meta.version == SHA[:VERSION_DIGITS]
+
+
+def test_the_document_holds_every_value_as_json() -> None:
+    meta = written()
+    document = metadata_document(meta)
+    assert json.loads(json.dumps(document)) == document
+    assert document == {
+        "created_at": "2026-11-29T16:16:22+00:00",
+        "features": {
+            "names": list(FEATURE_NAMES),
+            "fingerprint": fingerprint(),
+            "spec_version": SPEC.version,
+        },
+        "model": {
+            "type": "random_forest",
+            "params": {"n_estimators": 100, "max_depth": None, "min_samples_leaf": 5},
+            "input_name": "features",
+            "output_name": "probabilities",
+            "opset": {"": 21, "ai.onnx.ml": 3},
+            "parity_max_abs_diff": 6.9e-07,
+            "sha256": SHA,
+        },
+        "thresholds": {
+            "review": 0.04,
+            "decline": 0.34,
+            "review_rule": "about 100 a day",
+            "decline_rule": "precision >= 0.9",
+        },
+        "data": {
+            "source": "generator(seed=0, reference size)",
+            "transactions": 1_793_343,
+            "first": "2018-04-01T00:01:21+00:00",
+            "last": "2018-09-30T23:59:51+00:00",
+            "train": ["2018-07-25", "2018-08-01"],
+            "test": ["2018-08-08", "2018-08-15"],
+            "train_rows": 68_526,
+            "test_rows_cleaned": 59_515,
+            "label_delay_days": 7,
+        },
+        "validation": {"auc_roc": 0.88, "auc_roc_std": 0.01, "folds": 4},
+        "test": {"auc_roc": 0.87, "card_precision_per_day": [0.41, 0.34], "k": 100},
+        "libraries": {"python": "3.11.7", "numpy": "2.4.6"},
+        "version": SHA[:VERSION_DIGITS],
+    }
+
+
+def test_the_data_keys_keep_their_order() -> None:
+    # The report lists the data section in this order.
+    assert list(metadata_document(written())["data"]) == [
+        "source", "transactions", "first", "last", "train", "test", "train_rows",
+        "test_rows_cleaned", "label_delay_days",
+    ]
+
+
+def test_times_keep_their_offset() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    meta = written(created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=plus_two))
+    assert metadata_document(meta)["created_at"] == "2026-01-02T03:04:05+02:00"
+
+
+def test_a_naive_creation_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        written(created_at=datetime(2026, 1, 2, 3, 4, 5))
+
+
+def test_the_identity_derives_the_version_once_from_the_hash() -> None:
+    identity = ModelIdentity.of(MODEL_BYTES)
+    assert identity == ModelIdentity(SHA)
+    assert (identity.sha256, identity.version) == (SHA, SHA[:VERSION_DIGITS])
+    with pytest.raises(TypeError):
+        ModelIdentity(SHA, version="other")  # type: ignore[call-arg]  # not a parameter
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        identity.version = "other"  # type: ignore[misc]  # frozen
+
+
+@pytest.mark.parametrize("sha256", ["", SHA[:12], SHA.upper(), SHA + "0", "g" * 64])
+def test_an_identity_needs_a_sha256(sha256: str) -> None:
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        ModelIdentity(sha256)
+
+
+def test_the_reader_refuses_written_metadata_for_other_bytes() -> None:
+    with pytest.raises(ModelIntegrityError, match="changed or corrupted"):
+        read_back(written(), MODEL_BYTES + b"!")
+
+
+def test_the_reader_refuses_written_metadata_of_other_features() -> None:
+    current = FeatureSet.current()
+    with pytest.raises(FingerprintMismatch, match="feedfacefeedface"):
+        read_back(written(features=dataclasses.replace(current, fingerprint="feedfacefeedface")))
+    with pytest.raises(FingerprintMismatch, match="features"):
+        read_back(written(features=dataclasses.replace(current, names=current.names[:-1])))
+
+
+def test_the_current_feature_set_is_this_codes() -> None:
+    assert FeatureSet.current() == FeatureSet(FEATURE_NAMES, fingerprint(), SPEC.version)

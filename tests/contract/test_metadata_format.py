@@ -1,0 +1,78 @@
+"""The committed model's metadata.json is exactly what the typed writer writes from its
+values: training's ModelMetadata and metadata_document keep the format the service reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from fraudcore import Thresholds
+from fraudcore.artifacts import (
+    METADATA_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    DataSummary,
+    FeatureSet,
+    ModelDescription,
+    ModelIdentity,
+    ModelMetadata,
+    ThresholdChoice,
+    metadata_document,
+    model_info,
+)
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def _values_of(document: dict[str, Any]) -> ModelMetadata:
+    """The ModelMetadata a training run filled to write ``document``."""
+    model, thresholds, data = document["model"], document["thresholds"], document["data"]
+    return ModelMetadata(
+        identity=ModelIdentity(model["sha256"]),
+        created_at=datetime.fromisoformat(document["created_at"]),
+        features=FeatureSet(
+            tuple(document["features"]["names"]),
+            document["features"]["fingerprint"],
+            document["features"]["spec_version"],
+        ),
+        model=ModelDescription(
+            type=model["type"],
+            params=model["params"],
+            input_name=model["input_name"],
+            output_name=model["output_name"],
+            opset=model["opset"],
+            parity_max_abs_diff=model["parity_max_abs_diff"],
+        ),
+        thresholds=ThresholdChoice(
+            Thresholds(thresholds["review"], thresholds["decline"]),
+            review_rule=thresholds["review_rule"],
+            decline_rule=thresholds["decline_rule"],
+        ),
+        data=DataSummary(
+            source=data["source"],
+            transactions=data["transactions"],
+            first=datetime.fromisoformat(data["first"]),
+            last=datetime.fromisoformat(data["last"]),
+            train=(date.fromisoformat(data["train"][0]), date.fromisoformat(data["train"][1])),
+            test=(date.fromisoformat(data["test"][0]), date.fromisoformat(data["test"][1])),
+            train_rows=data["train_rows"],
+            test_rows_cleaned=data["test_rows_cleaned"],
+            label_delay_days=data["label_delay_days"],
+        ),
+        validation=document["validation"],
+        test=document["test"],
+        libraries=document["libraries"],
+    )
+
+
+def test_the_committed_metadata_is_what_the_writer_writes() -> None:
+    directory = MODELS / (MODELS / POINTER_FILE).read_text().strip()
+    committed = json.loads((directory / METADATA_FILE).read_text())
+    values = _values_of(committed)
+    assert values.version == committed["version"] == directory.name
+    assert metadata_document(values) == committed
+    written = json.dumps(metadata_document(values), indent=2, sort_keys=True) + "\n"
+    assert written == (directory / METADATA_FILE).read_text()
+    assert model_info(committed, (directory / MODEL_FILE).read_bytes()).version == values.version

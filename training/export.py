@@ -136,7 +136,10 @@ def write_artifacts(
     return target
 
 
-def _document(metadata: ModelMetadata | Mapping[str, Any], model_bytes: bytes) -> Mapping[str, Any]:
+def _document(
+    metadata: ModelMetadata | Mapping[str, Any], model_bytes: bytes
+) -> Mapping[str, Any]:
+    # A parsed metadata.json is JSON of unknown shape (Any), as model_info takes it.
     if isinstance(metadata, ModelMetadata):
         return metadata_document(metadata)
     identity = ModelIdentity.of(model_bytes)

@@ -24,7 +24,7 @@ _HGB = ("SklearnHistGradientBoostingClassifier", "SklearnHistGradientBoostingReg
 _installed = False
 
 
-def _ints(value: Any) -> Any:
+def _ints(value: object) -> object:
     if isinstance(value, list | tuple) and any(isinstance(x, bool | np.bool_) for x in value):
         return [int(x) for x in value]
     return value
@@ -33,10 +33,11 @@ def _ints(value: Any) -> Any:
 def _bool_safe(name: str) -> None:
     original = get_converter(name)
 
+    # skl2onnx is untyped: its scope, operator and container objects are Any here.
     def convert(scope: Any, operator: Any, container: Any) -> Any:
         add_node = container.add_node
 
-        def add_node_with_ints(*args: Any, **attrs: Any) -> Any:
+        def add_node_with_ints(*args: object, **attrs: object) -> Any:
             return add_node(*args, **{k: _ints(v) for k, v in attrs.items()})
 
         container.add_node = add_node_with_ints

@@ -26,7 +26,6 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,7 +112,7 @@ def _plot_score_distribution(
     return _save(fig, path)
 
 
-def _day_name(day: Any) -> str:
+def _day_name(day: object) -> str:
     if isinstance(day, pd.Timestamp | datetime):
         return day.date().isoformat()
     return str(day)
@@ -183,7 +182,7 @@ def write_plots(
 _DASH = "—"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return _DASH
     if isinstance(value, bool):
@@ -212,26 +211,37 @@ def _metric_rows(k_label: str) -> list[tuple[str, str]]:
     ]
 
 
-def _k_label(*metric_dicts: Mapping[str, Any]) -> str:
+def _k_label(*metric_dicts: Mapping[str, object]) -> str:
     for metrics in metric_dicts:
-        if "k" in metrics:
-            return f"CP@{int(metrics['k'])}"
+        k = metrics.get("k")
+        if isinstance(k, int | float | np.integer | np.floating):
+            return f"CP@{int(k)}"
     return "CP@100"
 
 
-def render_markdown(report: Mapping[str, Any], *, plots: Sequence[str] | None = None) -> str:
+def _section(value: object) -> Mapping[str, object]:
+    """A part of the report: ``value`` if it is a mapping; missing or not, an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sections(value: object) -> list[Mapping[str, object]]:
+    """A list part of the report (the candidates): its mappings."""
+    return [_section(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def render_markdown(report: Mapping[str, object], *, plots: Sequence[str] | None = None) -> str:
     """The Markdown summary of ``report`` (shape in the module docstring) as a string.
 
     ``plots`` are the image links to include, as written in the Markdown (relative paths);
     by default the three :data:`PLOT_FILES` names, i.e. plots next to the Markdown file.
     Numbers are shown with 4 decimals, counts with thousands separators.
     """
-    model: Mapping[str, Any] = report.get("model", {})
-    data: Mapping[str, Any] = report.get("data", {})
-    validation: Mapping[str, Any] = report.get("validation", {}) or {}
-    test: Mapping[str, Any] = report.get("test", {}) or {}
-    thresholds: Mapping[str, Any] = report.get("thresholds", {})
-    candidates: Sequence[Mapping[str, Any]] = report.get("candidates", []) or []
+    model = _section(report.get("model"))
+    data = _section(report.get("data"))
+    validation = _section(report.get("validation"))
+    test = _section(report.get("test"))
+    thresholds = _section(report.get("thresholds"))
+    candidates = _sections(report.get("candidates"))
     k_label = _k_label(validation, test)
 
     lines = [
@@ -240,8 +250,9 @@ def render_markdown(report: Mapping[str, Any], *, plots: Sequence[str] | None = 
     ]
     lines.append(f"- model type: {_fmt(model.get('type'))}")
     lines.append(f"- version: {_fmt(model.get('version'))}")
-    if model.get("params"):
-        lines.append(f"- parameters: {_fmt(dict(model['params']))}")
+    params = _section(model.get("params"))
+    if params:
+        lines.append(f"- parameters: {_fmt(dict(params))}")
     lines += ["", "## Data", ""]
     if data:
         lines += [f"- {key}: {_fmt(value)}" for key, value in data.items()]
@@ -267,7 +278,7 @@ def render_markdown(report: Mapping[str, Any], *, plots: Sequence[str] | None = 
             "|---|---:|---:|---:|",
         ]
         for candidate in candidates:
-            metrics: Mapping[str, Any] = candidate.get("validation", {}) or {}
+            metrics = _section(candidate.get("validation"))
             lines.append(
                 f"| {candidate.get('name', _DASH)} | {_fmt(metrics.get('auc_roc'))} "
                 f"| {_fmt(metrics.get('average_precision'))} "
@@ -284,7 +295,7 @@ def render_markdown(report: Mapping[str, Any], *, plots: Sequence[str] | None = 
 
 
 def write_markdown(
-    report: Mapping[str, Any],
+    report: Mapping[str, object],
     path: str | os.PathLike[str],
     *,
     plots: Sequence[str | os.PathLike[str]] | None = None,

@@ -7,7 +7,7 @@
      │    ├── InvalidTransaction
      │    └── InvalidLabel
      ├── DuplicateConflict (also ValueError)  a transaction id seen before with other content
- ├── StateUnavailable                     the state store cannot be reached: hold or fail open
+     ├── StateUnavailable                     the state store cannot be reached: hold or fail open
      └── ModelError                           a model the service must not load
           ├── FingerprintMismatch             trained on other feature definitions
           └── ModelIntegrityError             file hash or metadata does not match

@@ -4,6 +4,7 @@ cards (the worker's resident set is measured by the latency phase)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from service.keys import KeyLayout
 if TYPE_CHECKING:
     from fraudtools.bench.context import Bench
 
-__all__ = ["days_used", "id_key_bytes", "layout", "phase"]
+__all__ = ["KeyKind", "days_used", "id_key_bytes", "kind_of", "layout", "phase"]
 
 
 def layout(bench: Bench) -> KeyLayout:
@@ -25,11 +26,30 @@ def layout(bench: Bench) -> KeyLayout:
     return KeyLayout(card_key_secret=b"bench", prefix=bench.prefix)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyKind:
+    """What a key of the state holds: ``kind`` "card", "t" (terminal) or "id" (the index
+    of transaction ids); ``owner`` the card's or terminal's part of the name (shared by
+    all its keys); ``part`` the last part ("tx", "val", "fraud", "known")."""
+
+    kind: str
+    owner: str
+    part: str
+
+
+def kind_of(name: str, keys: KeyLayout) -> KeyKind | None:
+    """The kind of key ``name`` under ``keys``' root, or None for any other key."""
+    for kind in ("card", "t", "id"):
+        if name.startswith(keys.pattern(kind).removesuffix("*")):
+            owner, part = name.rsplit(":", 1) if kind != "id" else (name, "")
+            return KeyKind(kind, owner, part)
+    return None
+
+
 def phase(bench: Bench) -> None:
     """``redis_bytes_per_card``, ``redis_bytes_per_terminal`` and ``redis``: MEMORY USAGE
     of every key of the run's prefix, by kind (card, terminal, transaction-id index)."""
     keys_of = layout(bench)
-    kinds = {kind: keys_of.pattern(kind).removesuffix("*") for kind in ("card", "t", "id")}
     client = Redis.from_url(bench.redis_url)
     try:
         keys = list(client.scan_iter(match=f"{bench.prefix}:*", count=5000))
@@ -45,22 +65,21 @@ def phase(bench: Bench) -> None:
         entries: dict[str, list[int]] = {"card": [], "terminal": []}
         tx_keys: dict[str, list[bytes]] = {"card": [], "terminal": []}
         for key, size in zip(keys, sizes, strict=True):
-            name = key.decode()
-            if name.startswith(kinds["id"]):  # the index of transaction ids: a card's cost
+            found = kind_of(key.decode(), keys_of)
+            if found is None:
+                continue
+            if found.kind == "id":  # the index of transaction ids: a cost of the cards
                 id_bytes += size or 0
                 id_keys += 1
-                continue
-            # <root>:card:{tag}:tx|val, <root>:t:{terminal}:tx|fraud|known
-            ident, what = name.rsplit(":", 1)
-            if name.startswith(kinds["card"]):
-                card[ident] = 1
+            elif found.kind == "card":
+                card[found.owner] = 1
                 card_bytes += size or 0
-                if what == "tx":
+                if found.part == "tx":
                     tx_keys["card"].append(key)
-            elif name.startswith(kinds["t"]):
-                terminal[ident] = 1
+            else:
+                terminal[found.owner] = 1
                 terminal_bytes += size or 0
-                if what == "tx":
+                if found.part == "tx":
                     tx_keys["terminal"].append(key)
         for which, names in tx_keys.items():
             pipe = client.pipeline(transaction=False)

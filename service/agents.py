@@ -70,6 +70,10 @@ def wire(
         models.refresh()
         metrics.MODEL_INFO.clear()
         metrics.MODEL_INFO.labels(models.model.version).set(1)
+        if models.refused is not None:
+            metrics.MODEL_REFUSED.clear()
+            first_line = models.refused.reason.splitlines()[0][:300]
+            metrics.MODEL_REFUSED.labels(models.refused.version, first_line).set(1)
 
     app.agent(labels, name="record_labels")(record_labels)
     app.timer(interval=settings.model_poll_seconds)(refresh_model)

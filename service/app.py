@@ -62,6 +62,7 @@ def _faust_app(s: Settings) -> faust.App:
         # in ~17 requests. 256 KB holds a whole batch's outputs (the broker's default: 1 MB).
         producer_max_batch_size=256 * 1024,
         web_host=s.web_host,
+        web_bind=s.web_host,  # Faust listens on web_bind (default 0.0.0.0), not on web_host
         web_port=s.web_port,
         **faust_broker_options(s),
     )
@@ -122,7 +123,7 @@ def build_worker(s: Settings) -> Worker:
         ),
     )
     wire(app, settings=s, pipeline=pipeline, models=models)
-    add_pages(app, store=store, models=models)
+    add_pages(app, store=store, models=models, readiness=pipeline.readiness)
     return Worker(s, app, models, store, pipeline)
 
 

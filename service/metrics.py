@@ -20,10 +20,13 @@ __all__ = [
     "DECISIONS",
     "DEGRADED",
     "EVENT_TO_DECISION_SECONDS",
+    "FAULTS",
     "GC_FROZEN",
     "GC_PAUSES",
     "LABELS",
+    "MODEL_FAILURES",
     "MODEL_INFO",
+    "MODEL_REFUSED",
     "RECORDED_LATE",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
@@ -58,6 +61,17 @@ BATCH_SIZE = Histogram(
     "fraud_batch_size", "Events per micro-batch", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 )
 MODEL_INFO = Gauge("fraud_model_info", "The model in service (value 1)", ["version"])
+MODEL_REFUSED = Gauge(
+    "fraud_model_refused_info",
+    "The last model version refused (value 1), and why",
+    ["version", "reason"],
+)
+MODEL_FAILURES = Counter(
+    "fraud_model_failures_total", "Batches the model failed to score (held and tried again)"
+)
+FAULTS = Gauge(
+    "fraud_faults", "1 while the worker holds on a fault of this part (state, model)", ["part"]
+)
 GC_FROZEN = Gauge("fraud_gc_frozen_objects", "Objects kept out of the collector's scans")
 
 

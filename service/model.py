@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from fraudcore import FEATURE_NAMES
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, ModelInfo, model_info
 from fraudcore.errors import ModelError, ModelIntegrityError
 
-__all__ = ["Model", "ModelHolder", "load_current", "load_model"]
+__all__ = ["Model", "ModelHolder", "Refusal", "load_current", "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,58 @@ def _session(model_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
+#: Rows of the test batch every model scores before it serves.
+_TEST_ROWS = 4
+
+
 def load_model(directory: Path) -> Model:
-    """Load and check the model in ``directory`` (``model.onnx`` + ``metadata.json``)."""
+    """Load and check the model in ``directory`` (``model.onnx`` + ``metadata.json``).
+
+    Raises :class:`~fraudcore.errors.ModelIntegrityError` saying what is wrong, whatever
+    is wrong with the files (never onnxruntime's own exception)."""
     try:
         metadata = json.loads((directory / METADATA_FILE).read_text())
         model_bytes = (directory / MODEL_FILE).read_bytes()
     except (OSError, ValueError) as exc:
         raise ModelIntegrityError(f"cannot read the model in {directory}: {exc}") from exc
     info = model_info(metadata, model_bytes)
-    return Model(info, _session(model_bytes))
+    try:
+        session = _session(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
+        raise ModelIntegrityError(
+            f"{directory / MODEL_FILE} is not a model onnxruntime can load: {exc}"
+        ) from exc
+    model = Model(info, session)
+    _test_score(model, directory)
+    return model
+
+
+def _test_score(model: Model, directory: Path) -> None:
+    """Score a test batch as the worker will; refuse the model if that fails or if what it
+    answers is not one probability per row."""
+    inputs = [i.name for i in model.session.get_inputs()]
+    outputs = [o.name for o in model.session.get_outputs()]
+    where = f"model {model.version} ({directory})"
+    if model.info.input_name not in inputs:
+        raise ModelIntegrityError(
+            f"{where}: its metadata names input {model.info.input_name!r}, the ONNX has {inputs}"
+        )
+    if model.info.output_name not in outputs:
+        raise ModelIntegrityError(
+            f"{where}: its metadata names output {model.info.output_name!r}, the ONNX has "
+            f"{outputs}"
+        )
+    rows = np.zeros((_TEST_ROWS, len(FEATURE_NAMES)), dtype=np.float32)
+    rows[:, 0] = np.linspace(1.0, 5_000.0, _TEST_ROWS)  # a few amounts, the rest at zero
+    try:
+        scores = model.score(rows)
+    except Exception as exc:  # noqa: BLE001 - any failure here refuses the model
+        raise ModelIntegrityError(f"{where} fails to score a test batch: {exc}") from exc
+    if scores.shape != (_TEST_ROWS,) or not bool(np.all((scores >= 0.0) & (scores <= 1.0))):
+        raise ModelIntegrityError(
+            f"{where}: a test batch of {_TEST_ROWS} rows scored {scores.tolist()!r}, not "
+            f"{_TEST_ROWS} probabilities in [0, 1]"
+        )
 
 
 def current_version(model_dir: Path) -> str:
@@ -78,28 +123,56 @@ def load_current(model_dir: Path) -> Model:
     return load_model(model_dir / current_version(model_dir))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A model version that was refused, why, and when (epoch seconds)."""
+
+    version: str
+    reason: str
+    at: float
+
+
+def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What identifies a model directory's files as they are now (name, size, mtime)."""
+    found = []
+    for name in (MODEL_FILE, METADATA_FILE):
+        try:
+            stat = (directory / name).stat()
+        except OSError:
+            continue
+        found.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
 class ModelHolder:
     """The model in service, and the check for a newer one."""
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
         self.model = load_current(model_dir)
-        self._refused: str | None = None
+        self.refused: Refusal | None = None  # the last refusal, for /health and /metrics
+        self._refused_files: tuple[str, tuple[tuple[str, int, int], ...]] | None = None
         log.info("serving model %s", self.model.version)
 
     def refresh(self) -> bool:
-        """Swap in the current model if the pointer moved; ``True`` when it did."""
+        """Swap in the current model if the pointer moved; ``True`` when it did.
+
+        A version refused before is tried again only once its files changed."""
         try:
             version = current_version(self.model_dir)
         except ModelError as exc:
             log.warning("model pointer unreadable, keeping %s: %s", self.model.version, exc)
             return False
-        if version in (self.model.version, self._refused):
+        if version == self.model.version:
+            return False
+        files = (version, _signature(self.model_dir / version))
+        if files == self._refused_files:
             return False
         try:
             model = load_model(self.model_dir / version)
         except ModelError as exc:
-            self._refused = version
+            self._refused_files = files
+            self.refused = Refusal(version, str(exc), time.time())
             log.error("refused model %s, keeping %s: %s", version, self.model.version, exc)
             return False
         log.info("model %s replaces %s", model.version, self.model.version)

@@ -15,9 +15,14 @@ Whose fault it is decides where a message goes:
 
 - the message's (invalid, too far in the future, a conflicting id): the dead-letter topic
   with the reason, in the batch's result;
-- the state store's (unreachable): :func:`~service.retry.hold` — the batch waits and is
-  tried again (``fail_policy="hold"``), or it is decided on empty history and marked
-  degraded (``"open"``), its transactions kept to be recorded once the store is back;
+- the state store's (any Redis error: unreachable, out of memory, read-only, ...):
+  :func:`~service.retry.hold` — the batch waits and is tried again
+  (``fail_policy="hold"``), or it is decided on empty history and marked degraded
+  (``"open"``), its transactions kept to be recorded once the store is back;
+- the model's (it fails at run time): the batch is held and scored again, by whichever
+  model is current then (under either policy: there is no score to fall back on);
+- while it holds on the store or the model, :class:`~service.readiness.Readiness` says
+  so (``/health`` 503, ``fraud_faults``, one log line per change);
 - a bug (any other exception): the batch is dead-lettered with the error, so nothing is
   lost silently;
 - the broker's (a send that fails): the batch's outputs are sent again until every one
@@ -45,6 +50,7 @@ from fraudcore import SPEC, CardHistory, LabelEvent, TerminalHistory, Transactio
 from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
 from service import metrics
 from service.ports import Answer, Models, Sink, StateStore
+from service.readiness import Readiness
 from service.records import Decision, Message, dead_letter, decode_label, decode_transaction
 from service.retry import Sleep, Unavailable, hold, retry
 
@@ -167,6 +173,7 @@ class BatchPipeline:
         options: Options = Options(),
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        readiness: Readiness | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -175,6 +182,7 @@ class BatchPipeline:
         self.options = options
         self.clock = clock
         self.sleep = sleep
+        self.readiness = readiness if readiness is not None else Readiness()
         self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet recorded
         self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
         self._send_turn = asyncio.Lock()  # outputs are queued in batch order
@@ -195,7 +203,7 @@ class BatchPipeline:
             await self._send_turn.acquire()  # before the next batch has the state turn
         await asyncio.sleep(0)  # the next batch, if there is one, sends its commands now
         try:
-            return await self._queue(self._decide(batch, exchanged), record_times)
+            return await self._queue(await self._decide(exchanged), record_times)
         finally:
             self._send_turn.release()
 
@@ -203,7 +211,7 @@ class BatchPipeline:
         """Decide a batch without sending anything (the in-process benchmark)."""
         async with self._state_turn:
             exchanged = await self._exchange(batch)
-        return self._decide(batch, exchanged)
+        return await self._decide(exchanged)
 
     async def _exchange(self, batch: Sequence[Message]) -> _Exchanged:
         """Validate, then one state exchange for the batch (held while the store is away).
@@ -270,9 +278,11 @@ class BatchPipeline:
             await self._record_unrecorded()
             await self.store.exchange([tx for tx, _ in valid], on_part=take)
         except StateUnavailable as exc:
+            self.readiness.fault("state", str(exc))
             if self.options.fail_policy == "hold":
                 return Unavailable(str(exc))
             return self._decided_on_empty_history(decoded, exc)
+        self.readiness.clear("state")
         dead = decoded.dead_letters + [self._dead_letter(m, reason) for m, reason in conflicts]
         state_seconds = time.perf_counter() - started - feature_seconds
         metrics.STAGE_SECONDS.labels("redis").observe(state_seconds)
@@ -314,16 +324,30 @@ class BatchPipeline:
         """Degraded transactions waiting to be recorded."""
         return len(self._unrecorded)
 
-    def _decide(self, batch: Sequence[Message], exchanged: _Exchanged) -> BatchResult:
-        """Score the batch with one model (even across a swap) and apply the policy."""
+    async def _decide(self, exchanged: _Exchanged) -> BatchResult:
+        """Score the batch and apply the policy; held while the model fails."""
         if not exchanged.rows:
             return BatchResult([], exchanged.dead_letters)
+        decisions = await retry(
+            partial(self._score_or_fault, exchanged),
+            what="scoring",
+            max_delay=self.options.retry_max_seconds,
+            sleep=self.sleep,
+        )
+        return BatchResult(decisions, exchanged.dead_letters)
+
+    async def _score_or_fault(self, exchanged: _Exchanged) -> list[Decision]:
         try:
-            return BatchResult(self._score(exchanged), exchanged.dead_letters)
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
-            return BatchResult([], self._dead_batch(batch, "scoring", exc))
+            decisions = self._score(exchanged)
+        except Exception as exc:
+            metrics.MODEL_FAILURES.inc()
+            self.readiness.fault("model", f"{self.models.model.version}: {exc!r}")
+            raise
+        self.readiness.clear("model")
+        return decisions
 
     def _score(self, exchanged: _Exchanged) -> list[Decision]:
+        """One model call for the batch (one model, even across a swap), then the policy."""
         started = time.perf_counter()
         model = self.models.model
         scores = model.score(np.asarray(exchanged.rows, dtype=np.float32))
@@ -421,7 +445,9 @@ class BatchPipeline:
         try:
             await self.store.add_labels(labels)
         except StateUnavailable as exc:
+            self.readiness.fault("state", str(exc))
             return Unavailable(str(exc))
+        self.readiness.clear("state")
         return None
 
     # -- dead letters --------------------------------------------------------------------

@@ -45,14 +45,19 @@ async def hold(
     max_delay: float,
     sleep: Sleep = asyncio.sleep,
 ) -> T:
-    """Run ``attempt`` until it answers something other than :class:`Unavailable`."""
+    """Run ``attempt`` until it answers something other than :class:`Unavailable`.
+
+    The first wait is logged as a warning, the later ones at debug level: a long outage is
+    one line, not one every few seconds (:class:`~service.readiness.Readiness` logs the
+    change of state)."""
     delay = FIRST_DELAY
     while True:
         outcome = await attempt()
         if not isinstance(outcome, Unavailable):
             return outcome
         metrics.STATE_UNAVAILABLE.inc()
-        log.warning("%s: %s; holding, retry in %.1f s", what, outcome.reason, delay)
+        level = logging.WARNING if delay == FIRST_DELAY else logging.DEBUG
+        log.log(level, "%s: %s; holding, retry in %.1f s", what, outcome.reason, delay)
         await sleep(delay)
         delay = min(delay * 2, max_delay)
 
@@ -64,12 +69,13 @@ async def retry(
     max_delay: float,
     sleep: Sleep = asyncio.sleep,
 ) -> T:
-    """Run ``attempt`` until it returns without raising."""
+    """Run ``attempt`` until it returns without raising (logged as :func:`hold` logs)."""
     delay = FIRST_DELAY
     while True:
         try:
             return await attempt()
         except Exception as exc:  # noqa: BLE001 - any failure: try again, never drop
-            log.warning("%s failed (%r); retry in %.1f s", what, exc, delay)
+            level = logging.WARNING if delay == FIRST_DELAY else logging.DEBUG
+            log.log(level, "%s failed (%r); retry in %.1f s", what, exc, delay)
             await sleep(delay)
             delay = min(delay * 2, max_delay)

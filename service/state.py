@@ -31,8 +31,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fraudcore import SPEC, CardHistory, FeatureSpec, LabelEvent, TerminalHistory, Transaction
@@ -43,12 +42,23 @@ from service.ports import Answer, Exchange, OnPart
 
 __all__ = ["PART", "RedisStore"]
 
-#: What an unreachable Redis raises: the store answers them as StateUnavailable.
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Redis' faults, never the transaction's: unreachable, timed out, out of memory (``maxmemory``
+#: with ``noeviction``), read-only (a replica after a failover), busy or loading, a script
+#: error. The store answers every one as StateUnavailable, so the batch is held (or decided
+#: degraded), never dead-lettered.
+_REDIS_FAULTS = (RedisError, OSError)
+
+
+def _unavailable(exc: BaseException) -> StateUnavailable:
+    return StateUnavailable(f"Redis: {type(exc).__name__}: {exc}")
 
 #: Transactions answered at a time by :meth:`RedisStore.exchange` while the rest of the batch
 #: is still running in Redis.
 PART = 100
+
+# Both scripts trim the hash before the sorted set, and unpack at most 1,000 values at a time
+# (Lua's C stack takes ~8,000): a trim never stops half-way, whatever a key's size, and a
+# trim that fails leaves the sorted set listing what is still to remove.
 
 # KEYS: card zset, card hash. ARGV: id, time, content, trim at or before, ttl.
 # Returns {-1} on a conflicting duplicate, else {duplicate flag, the card's other contents
@@ -57,10 +67,10 @@ PART = 100
 _CARD = """
 local id, content = ARGV[1], ARGV[3]
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-if #old > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-  redis.call('HDEL', KEYS[2], unpack(old))
+for i = 1, #old, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 999, #old)))
 end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4]) end
 local seen = redis.call('HGET', KEYS[2], id)
 local duplicate = 0
 if seen then
@@ -83,23 +93,23 @@ _TERMINAL = """
 local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-if #old > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-  redis.call('HDEL', KEYS[3], unpack(old))
+for i = 1, #old, 1000 do
+  redis.call('HDEL', KEYS[3], unpack(old, i, math.min(i + 999, #old)))
 end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3]) end
 local out = {added}
 for i = 5, #ARGV, 2 do
   out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[i], ARGV[i + 1])
 end
 local frauds = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES')
 local labels = {}
-if #frauds > 0 then
+for first = 1, #frauds, 2000 do
   local ids = {}
-  for i = 1, #frauds, 2 do ids[#ids + 1] = frauds[i] end
+  for i = first, math.min(first + 1999, #frauds), 2 do ids[#ids + 1] = frauds[i] end
   local known = redis.call('HMGET', KEYS[3], unpack(ids))
-  for i = 1, #ids do
-    labels[#labels + 1] = frauds[2 * i]
-    labels[#labels + 1] = known[i]
+  for j = 1, #ids do
+    labels[#labels + 1] = frauds[first + 2 * j - 1]
+    labels[#labels + 1] = known[j]
   end
 end
 out[#out + 1] = table.concat(labels, ',')
@@ -224,8 +234,8 @@ class RedisStore:
             return []
         try:
             return await self._exchange(transactions, on_part)
-        except _REDIS_DOWN as exc:
-            raise StateUnavailable(f"Redis unavailable: {exc!r}") from exc
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
 
     async def _exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None
@@ -360,8 +370,8 @@ class RedisStore:
         ]
         try:
             await self._run(calls)
-        except _REDIS_DOWN as exc:
-            raise StateUnavailable(f"Redis unavailable: {exc!r}") from exc
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
 
     async def _run(
         self,

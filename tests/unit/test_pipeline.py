@@ -221,14 +221,17 @@ def test_hold_waits_for_the_store_and_decides_nothing_degraded(models: ModelHold
 
     async def outage_of_three_waits(seconds: float) -> None:
         waits.append(seconds)
+        assert "state" in p.readiness.faults and metric("fraud_faults", part="state") == 1
         store.down = len(waits) < 3
 
     sink = RecordingSink()
     p = BatchPipeline(store, models, sink, topics=TOPICS, options=Options(retry_max_seconds=0.3),
                       clock=lambda: NOW, sleep=outage_of_three_waits)
     held = metric("fraud_state_unavailable_total")
+    assert p.readiness.ready
     asyncio.run(decide(p, messages(tx(0), tx(1))))
     assert waits == [0.1, 0.2, 0.3]  # capped backoff
+    assert p.readiness.ready and metric("fraud_faults", part="state") == 0
     assert metric("fraud_state_unavailable_total") - held == 3
     assert [d["degraded"] for d in sink.records("decisions")] == [False, False]
     assert not sink.records("dlq")
@@ -287,7 +290,7 @@ def test_outputs_the_broker_did_not_acknowledge_are_all_sent_again(models: Model
     assert [r["transaction_id"] for r in sink.records("decisions")] == ["tx-1", "tx-0", "tx-1"]
 
 
-def test_a_model_that_fails_at_run_time_dead_letters_the_batch_with_the_error(
+def test_a_model_that_fails_at_run_time_holds_the_batch_until_a_model_scores_it(
     models: ModelHolder,
 ) -> None:
     class Broken:
@@ -295,16 +298,28 @@ def test_a_model_that_fails_at_run_time_dead_letters_the_batch_with_the_error(
             raise RuntimeError("onnxruntime fell over")
 
     @dataclass
-    class BrokenModels:
+    class SwappedModels:
         model: Model
 
-    p = pipeline(BrokenModels(Model(models.model.info, Broken())))  # type: ignore[arg-type]
-    batch = messages(tx(0), tx(1))
-    asyncio.run(decide(p, batch))
-    dead = sink_of(p).records("dlq")
-    assert [d["offset"] for d in dead] == [m.source.offset for m in batch]
-    assert all(d["reason"] == "internal error (RuntimeError): onnxruntime fell over" for d in dead)
-    assert not sink_of(p).records("decisions")
+    serving = SwappedModels(Model(models.model.info, Broken()))
+    faults_seen: list[dict[str, str]] = []
+
+    async def a_good_model_after_two_waits(seconds: float) -> None:
+        faults_seen.append(p.readiness.faults)
+        if len(faults_seen) == 2:
+            serving.model = models.model  # e.g. a fixed model swapped in
+
+    sink = RecordingSink()
+    p = BatchPipeline(MemoryStore(clock=lambda: NOW), serving, sink, topics=TOPICS,
+                      clock=lambda: NOW, sleep=a_good_model_after_two_waits)
+    failures = metric("fraud_model_failures_total")
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    assert metric("fraud_model_failures_total") - failures == 2
+    assert [set(f) for f in faults_seen] == [{"model"}, {"model"}]
+    assert "onnxruntime fell over" in faults_seen[0]["model"]
+    assert p.readiness.ready  # cleared once it scored
+    assert [d["transaction_id"] for d in sink.records("decisions")] == ["tx-0", "tx-1"]
+    assert not sink.records("dlq")
 
 
 # --- order across overlapping batches ----------------------------------------------------

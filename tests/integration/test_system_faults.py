@@ -1,0 +1,255 @@
+"""The system's faults on the real broker, a real Redis and the real worker: held and shown,
+never dead-lettered. Redis out of memory, a model that must not serve, big keys, the web
+server's address."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from fraudcore import LabelEvent, Transaction
+from fraudtools.worker_process import free_port
+from service.keys import KeyLayout
+from service.state import _CONTENT, RedisStore
+
+from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, Worker, consume, drain
+from .test_model_reload import _another_model
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (its memory limit is changed)."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except RedisConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+def _transactions(n: int, *, ids: str = "tx", start: datetime | None = None) -> list[bytes]:
+    t0 = start or datetime.now(UTC) - timedelta(hours=2)
+    return [
+        orjson.dumps({
+            "transaction_id": f"{ids}-{i}", "card_id": f"card-{i % 7}", "terminal_id": f"T-{i % 3}",
+            "amount": 10.0 + i, "timestamp": (t0 + timedelta(seconds=i)).isoformat(),
+        })
+        for i in range(n)
+    ]
+
+
+def _send(run: Run, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            for value in values:
+                card = orjson.loads(value)["card_id"].encode()
+                await producer.send(run.topic("transactions"), value, key=card)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def _until(check: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time")
+        time.sleep(0.2)
+
+
+def test_redis_out_of_memory_holds_every_transaction_and_says_so(
+    run: Run, private_redis: str, tmp_path: Path
+) -> None:
+    config = Redis.from_url(private_redis)
+    worker = Worker(run.env(FRAUD_REDIS_URL=private_redis), tmp_path / "w.log").start()
+    worker.wait_ready()
+    try:
+        config.config_set("maxmemory", "1")  # every write refused: OOM (noeviction)
+        _send(run, _transactions(60))
+        _until(lambda: worker.metric("fraud_state_unavailable_total") >= 2)
+        status, body = worker.health() or (0, {})
+        assert status == 503, body
+        assert "OutOfMemoryError" in str(body["faults"]["state"]), body  # type: ignore[index]
+        assert worker.metric("fraud_faults") == 1
+        assert worker.metric("fraud_decisions_total") == 0
+        config.config_set("maxmemory", "0")  # memory freed: the held batches go through
+        decisions = asyncio.run(consume(run.topic("decisions"), until=60, timeout=60))
+        dead = asyncio.run(drain(run.topic("dlq"), quiet=1.0))
+        _until(lambda: (worker.health() or (0, {}))[0] == 200)
+    finally:
+        worker.stop()
+    assert sorted(d["transaction_id"] for d in decisions) == sorted(f"tx-{i}" for i in range(60))
+    assert dead == []
+    assert not any(d["duplicate"] or d["degraded"] for d in decisions)
+    assert "state: working again" in worker.output()
+    assert worker.output().count("state: holding") == 1  # one line for the change, not per retry
+
+
+def _copy_models(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    return models
+
+
+def _rewrite_metadata(model_dir: Path, **model_fields: str) -> None:
+    path = model_dir / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["model"].update(model_fields)
+    path.write_text(json.dumps(metadata, indent=2))
+
+
+def test_a_model_that_cannot_score_is_refused_shown_and_retried_once_fixed(
+    run: Run, tmp_path: Path
+) -> None:
+    models = _copy_models(tmp_path)
+    old = (models / "current").read_text().strip()
+    worker = Worker(
+        run.env(FRAUD_MODEL_DIR=str(models), FRAUD_MODEL_POLL_SECONDS="0.3"), tmp_path / "w.log"
+    ).start().wait_ready()
+    try:
+        new = _another_model(models)
+        _rewrite_metadata(models / new, output_name="no-such-output")
+        (models / "current").write_text(new)
+        _until(lambda: f"refused model {new}" in worker.output())
+        status, body = worker.health() or (0, {})
+        refused = body["model_refused"]
+        assert status == 200 and body["model_version"] == old  # the old model serves on
+        assert refused["version"] == new and "no-such-output" in refused["reason"]  # type: ignore[index]
+        assert worker.metric("fraud_model_refused_info") == 1
+        _send(run, _transactions(20))
+        first = asyncio.run(consume(run.topic("decisions"), until=20))
+        assert {d["model_version"] for d in first} == {old}
+        time.sleep(1.0)  # several polls: a refused version is not loaded again unchanged
+        assert worker.output().count(f"refused model {new}") == 1
+        _rewrite_metadata(models / new, output_name="probabilities")  # fixed in place
+        _until(lambda: f"model {new} replaces {old}" in worker.output())
+        _send(run, _transactions(20, ids="after", start=datetime.now(UTC) - timedelta(hours=1)))
+        decisions = asyncio.run(consume(run.topic("decisions"), until=40))
+        dead = asyncio.run(drain(run.topic("dlq"), quiet=1.0))
+    finally:
+        worker.stop()
+    assert len(decisions) == 40 and dead == []
+    version = {d["transaction_id"]: d["model_version"] for d in decisions}
+    assert {version[f"after-{i}"] for i in range(20)} == {new}
+
+
+def test_an_invalid_onnx_file_refuses_the_start_with_one_line(run: Run, tmp_path: Path) -> None:
+    models = _copy_models(tmp_path)
+    current = models / (models / "current").read_text().strip()
+    truncated = (current / "model.onnx").read_bytes()[:500]
+    (current / "model.onnx").write_bytes(truncated)
+    _rewrite_metadata(current, sha256=hashlib.sha256(truncated).hexdigest())  # hash matches
+    worker = Worker(run.env(FRAUD_MODEL_DIR=str(models)), tmp_path / "w.log").start()
+    assert worker.process is not None
+    code = worker.process.wait(60)
+    output = worker.output()
+    assert code == 1, output
+    assert "fraud worker refuses to start" in output and "onnxruntime can load" in output
+    assert "Traceback" not in output
+
+
+def test_the_web_server_listens_only_where_it_is_told(run: Run, tmp_path: Path) -> None:
+    worker = Worker(run.env(FRAUD_WEB_HOST="127.0.0.1"), tmp_path / "w.log").start().wait_ready()
+    try:
+        listening = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{worker.web_port}"], capture_output=True, text=True,
+            check=True,
+        ).stdout.split()
+    finally:
+        worker.stop()
+    assert f"127.0.0.1:{worker.web_port}" in listening, listening
+    assert f"0.0.0.0:{worker.web_port}" not in listening
+
+
+# --- big keys: work per key stays within Lua's limits ------------------------------------
+
+
+def test_a_terminal_with_thousands_of_labels_still_scores_its_transactions() -> None:
+    t0 = datetime.now(UTC) - timedelta(days=20)
+    labels = [
+        LabelEvent(f"f-{i}", "c1", "T-busy", 10.0, t0 + timedelta(seconds=i),
+                   t0 + timedelta(seconds=i + 1))
+        for i in range(9_000)
+    ]
+    tx = Transaction("after", "c2", "T-busy", 20.0, t0 + timedelta(days=10))
+
+    async def scenario() -> int:
+        redis = AsyncRedis.from_url(REDIS_URL)
+        store = RedisStore(redis, card_key_secret=b"big", prefix="it-big-labels")
+        try:
+            await store.add_labels(labels)
+            [answer] = await store.exchange([tx])
+            return len(answer.terminal.fraud_timestamps)  # type: ignore[union-attr]
+        finally:
+            keys = [k async for k in redis.scan_iter(match="it-big-labels:*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == 9_000
+
+
+def test_a_card_with_thousands_of_stale_entries_is_trimmed_whole() -> None:
+    t0 = datetime.now(UTC) - timedelta(days=80)
+    layout = KeyLayout(card_key_secret=b"big", prefix="it-big-card")
+    keys = layout.card("c-busy")
+    client = Redis.from_url(REDIS_URL)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(9_000):
+            at = (t0 + timedelta(seconds=i)).timestamp()
+            pipe.zadd(keys.tx, {f"old-{i}": at})
+            pipe.hset(keys.val, f"old-{i}", _CONTENT.pack(at, 5.0, 1.0))
+        pipe.execute()
+        later = Transaction("new", "c-busy", "T-1", 20.0, t0 + timedelta(days=45))
+
+        async def exchange() -> None:
+            redis = AsyncRedis.from_url(REDIS_URL)
+            store = RedisStore(redis, card_key_secret=b"big", prefix="it-big-card")
+            [answer] = await store.exchange([later])
+            assert answer.card.timestamps == []  # type: ignore[union-attr]
+            await redis.aclose()
+
+        asyncio.run(exchange())
+        assert (client.zcard(keys.tx), client.hlen(keys.val)) == (1, 1)
+    finally:
+        stale = list(client.scan_iter(match="it-big-card:*"))
+        if stale:
+            client.delete(*stale)
+        client.close()

@@ -3,10 +3,15 @@ was cleared."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
 
 from fraudtools.chaos.stack import PrivateStack
 from fraudtools.worker_process import WorkerProcess
@@ -25,6 +30,7 @@ class Context:
     workers: list[WorkerProcess]  # the group's main line: the last one runs at the end
     spawn: Callable[[str], WorkerProcess]  # a new worker of the same group, by log name
     spawned: list[WorkerProcess] = field(default_factory=list)  # all, to stop at the end
+    model_dir: Path | None = None  # the workers' own copy of models/ (Fault.own_models)
     fault_start: float = 0.0
     fault_end: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -59,6 +65,48 @@ def _redis_outage(ctx: Context) -> None:
     ctx.fault_end = time.time()
 
 
+def _redis_out_of_memory(ctx: Context) -> None:
+    """Redis refuses every write (``maxmemory`` reached, ``noeviction``) for OUTAGE seconds."""
+    client = Redis.from_url(ctx.stack.redis_url)
+    try:
+        ctx.fault_start = time.time()
+        client.config_set("maxmemory", "1")
+        time.sleep(OUTAGE)
+        client.config_set("maxmemory", "0")
+        ctx.fault_end = time.time()
+    finally:
+        client.close()
+
+
+BAD_MODEL = "bad-output"
+
+
+def _bad_model_swapped_in(ctx: Context) -> None:
+    """``models/current`` moves to a model whose metadata names an output the ONNX lacks
+    (its hash and features check out): the worker must refuse it and serve on."""
+    assert ctx.model_dir is not None, "this fault needs Fault.own_models"
+    models = ctx.model_dir
+    current = (models / "current").read_text().strip()
+    bad = models / BAD_MODEL
+    shutil.copytree(models / current, bad)
+    metadata = json.loads((bad / "metadata.json").read_text())
+    metadata["version"] = BAD_MODEL
+    metadata["model"]["output_name"] = "no-such-output"
+    (bad / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    ctx.fault_start = time.time()
+    (models / "current").write_text(BAD_MODEL)
+    worker = ctx.workers[-1]
+    deadline = time.monotonic() + 30
+    while f"refused model {BAD_MODEL}" not in worker.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ctx.fault_end = time.time()
+    refused = f"refused model {BAD_MODEL}" in worker.output()
+    ctx.notes.append(
+        f"bad model refused after {ctx.fault_end - ctx.fault_start:.1f} s"
+        if refused else "the bad model was never refused"
+    )
+
+
 def _rebalance(ctx: Context) -> None:
     ctx.fault_start = time.time()
     second = ctx.spawn("second").start().wait_ready()
@@ -81,6 +129,7 @@ class Fault:
     title: str
     inject: Callable[[Context], None]
     env: dict[str, str] = field(default_factory=dict)
+    own_models: bool = False  # the workers serve a copy of models/ the fault may change
 
 
 FAULTS: dict[str, Fault] = {
@@ -95,5 +144,9 @@ FAULTS: dict[str, Fault] = {
         Fault("redis-down-open", f"Redis down {OUTAGE:.0f} s, policy open", _redis_outage,
               {"FRAUD_FAIL_POLICY": "open"}),
         Fault("rebalance", "second worker joins, then leaves", _rebalance),
+        Fault("redis-oom", f"Redis out of memory {OUTAGE:.0f} s, policy hold",
+              _redis_out_of_memory),
+        Fault("bad-model", "a model that cannot score swapped in", _bad_model_swapped_in,
+              {"FRAUD_MODEL_POLL_SECONDS": "0.5"}, own_models=True),
     )
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ import orjson
 import pandas as pd
 
 from fraudcore import FEATURE_NAMES, SPEC
-from fraudtools.chaos.faults import FAULTS, Context
+from fraudtools.chaos.faults import BAD_MODEL, FAULTS, Context
 from fraudtools.chaos.stack import PrivateStack
 from fraudtools.chaos.stream import (
     collect,
@@ -31,7 +32,7 @@ from fraudtools.chaos.stream import (
 from fraudtools.feed import feed
 from fraudtools.isolated import IsolatedWorker
 from fraudtools.kafka_admin import create_topics, delete_topics
-from fraudtools.worker_process import WorkerProcess
+from fraudtools.worker_process import ROOT, WorkerProcess
 
 __all__ = ["FAULT_AFTER", "LIVE_LATENCY", "RATE", "Outcome", "isolated", "run_fault"]
 
@@ -78,6 +79,7 @@ class Outcome:
     max_latency_seconds: float = 0.0
     seconds: float = 0.0
     worker_alive: bool = True
+    served_by_bad_model: int = 0
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
@@ -103,9 +105,14 @@ def run_fault(
     outcome = Outcome(fault.name, fault.title)
     run_id = uuid.uuid4().hex[:8]
     where = isolated(stack, run_id, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = None
+    if fault.own_models:
+        model_dir = workdir / f"models-{run_id}"
+        shutil.copytree(ROOT / "models", model_dir)
+        where = dataclasses.replace(where, model_dir=model_dir)
     topics = where.names
     asyncio.run(create_topics(stack.bootstrap, where.topics))
-    workdir.mkdir(parents=True, exist_ok=True)
 
     def spawn(label: str) -> WorkerProcess:
         # the same group, topics and keys; a port and a data directory of its own
@@ -114,7 +121,7 @@ def run_fault(
         ctx.spawned.append(worker)
         return worker
 
-    ctx = Context(stack, [], spawn)
+    ctx = Context(stack, [], spawn, model_dir=model_dir)
     records = feed(frame, delay_days=SPEC.label_delay_days)
     labels = [r for r in records if r.kind == "label"]
     transactions = [r for r in records if r.kind == "transaction"]
@@ -196,6 +203,7 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
     outcome.inconsistent_copies = sum(len(a) > 1 for a in answers.values())
     outcome.dead_letters = len(dead)
     outcome.degraded = sum(bool(d.get("degraded")) for d in decisions)
+    outcome.served_by_bad_model = sum(d["model_version"] == BAD_MODEL for d in decisions)
 
     start, end = ctx.fault_start, ctx.fault_end
     outcome.fault_seconds = round(end - start, 1)
@@ -254,7 +262,7 @@ def _judge(outcome: Outcome, *, held: bool, ctx: Context) -> None:
         p.append("the worker was not running at the end")
     if ctx.fault_start == 0.0 or ctx.fault_end == 0.0:
         p.append("the fault was never injected")
-    if outcome.fault == "redis-down-hold":
+    if outcome.fault in ("redis-down-hold", "redis-oom"):
         if outcome.degraded:
             p.append(f"{outcome.degraded} decisions degraded under the hold policy")
         if outcome.decided_during_outage:
@@ -271,5 +279,10 @@ def _judge(outcome: Outcome, *, held: bool, ctx: Context) -> None:
                      "the `degraded` mark")
     elif outcome.degraded:
         p.append(f"{outcome.degraded} degraded decisions without a Redis outage")
+    if outcome.fault == "bad-model":
+        if any("never refused" in n for n in ctx.notes):
+            p.append("the worker never refused the bad model")
+        if outcome.served_by_bad_model:
+            p.append(f"{outcome.served_by_bad_model} decisions by the model that cannot score")
     if outcome.fault == "rebalance" and any("decided nothing" in n for n in ctx.notes):
         p.append("the second worker never got a partition")

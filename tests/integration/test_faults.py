@@ -106,6 +106,26 @@ def test_redis_down_with_the_open_policy_decides_degraded_and_loses_nothing(
     assert 0 < outcome.differ_from_uninterrupted <= outcome.degraded
 
 
+def test_redis_out_of_memory_holds_then_decides_everything_exactly(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "redis-oom", frame, uninterrupted, tmp_path)
+    assert outcome.decided_during_outage == 0  # held: no write went through, none decided
+    assert outcome.degraded == 0
+    assert outcome.differ_from_uninterrupted == 0
+
+
+def test_a_bad_model_swapped_in_is_refused_and_the_old_one_decides_everything(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "bad-model", frame, uninterrupted, tmp_path)
+    assert outcome.served_by_bad_model == 0
+    assert outcome.degraded == 0 and outcome.differ_from_uninterrupted == 0
+
+
 def test_the_scenarios_cover_every_fault() -> None:
     assert set(FAULTS) == {"worker-sigkill", "worker-sigterm", "broker-restart",
-                           "redis-down-hold", "redis-down-open", "rebalance"}
+                           "redis-down-hold", "redis-down-open", "rebalance", "redis-oom",
+                           "bad-model"}

@@ -31,8 +31,9 @@ train: $(INSTALLED)
 	$(PY) -m training train --generate --test-folds 4 --out models --report reports/train.json \
 		--predictions reports/test_predictions.csv
 
+# A local worker: the development card-key secret is allowed unless FRAUD_ENV says otherwise.
 worker: $(INSTALLED)
-	$(VENV)/bin/fraud-worker
+	FRAUD_ENV=$${FRAUD_ENV:-development} $(VENV)/bin/fraud-worker
 
 produce: $(INSTALLED)
 	$(PY) -m fraudtools.producer --rate 200 --shift-to-now

@@ -119,6 +119,7 @@ class IsolatedWorker:
         env = {k: v for k, v in base.items() if not k.startswith("FRAUD_")}
         t = self.names
         env.update({
+            "FRAUD_ENV": "development",  # the development card-key secret is allowed
             "FRAUD_APP_ID": self.app_id,
             "FRAUD_KAFKA_BOOTSTRAP": self.bootstrap,
             "FRAUD_REDIS_URL": self.redis_url,

@@ -12,12 +12,21 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["DEVELOPMENT_CARD_KEY_SECRET", "Settings"]
+
+#: The card-key secret a worker gets when none is set: public (it is in this file), so only
+#: a development stack (FRAUD_ENV=development) may run with it.
+DEVELOPMENT_CARD_KEY_SECRET = "change-me-in-production"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True, extra="ignore")
 
+    env: Literal["production", "development"] = Field(
+        "production",
+        description="development allows the public development card-key secret (make demo, "
+        "the tests, the compose stack); production refuses it",
+    )
     app_id: str = Field("fraud-scorer", description="Faust app id and Kafka consumer group")
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -32,7 +41,7 @@ class Settings(BaseSettings):
     )
     redis_key_prefix: str = Field("fraud", description="namespace of every Redis key")
     card_key_secret: SecretStr = Field(
-        SecretStr("change-me-in-production"),
+        SecretStr(DEVELOPMENT_CARD_KEY_SECRET),
         description="HMAC key that turns card ids into Redis keys; card ids never appear in clear",
     )
 

@@ -253,3 +253,30 @@ def test_a_card_with_thousands_of_stale_entries_is_trimmed_whole() -> None:
         if stale:
             client.delete(*stale)
         client.close()
+
+
+# --- refusing to start: what would lose or leak state silently ----------------------------
+
+
+def _refusal(env: dict[str, str], log: Path) -> str:
+    worker = Worker(env, log).start()
+    assert worker.process is not None
+    code = worker.process.wait(60)
+    output = worker.output()
+    assert code == 1 and "Traceback" not in output, output
+    return output
+
+
+def test_an_evicting_redis_refuses_the_start(
+    run: Run, private_redis: str, tmp_path: Path
+) -> None:
+    Redis.from_url(private_redis).config_set("maxmemory-policy", "allkeys-lru")
+    output = _refusal(run.env(FRAUD_REDIS_URL=private_redis), tmp_path / "w.log")
+    assert "Redis evicts keys (maxmemory-policy allkeys-lru)" in output
+
+
+def test_the_public_development_secret_refuses_the_start_outside_development(
+    run: Run, tmp_path: Path
+) -> None:
+    output = _refusal(run.env(FRAUD_ENV="production"), tmp_path / "w.log")
+    assert "FRAUD_CARD_KEY_SECRET is not set" in output

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings(tmp_path: Path, **values: object) -> Settings:
-    return Settings(model_dir=ROOT / "models", data_dir=tmp_path / "worker", **values)  # type: ignore[arg-type]
+    values = {"env": "development", "model_dir": ROOT / "models", "data_dir": tmp_path / "w",
+              **values}
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def test_importing_the_service_builds_nothing(tmp_path: Path) -> None:
@@ -45,13 +47,22 @@ def test_the_worker_is_built_with_its_parts_wired(tmp_path: Path) -> None:
     assert worker.pipeline.topics.dlq == s.topic_dlq
     [agent] = list(worker.app.agents.values())
     assert list(agent.channel.topics) == ["unit-labels"]
-    assert (tmp_path / "worker").is_dir()
+    assert (tmp_path / "w").is_dir()
     routes = {view.view_path for view in worker.app.web.views.values()}
     assert {"/health", "/metrics"} <= routes
 
 
+def test_the_public_development_secret_is_refused_outside_development(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="FRAUD_CARD_KEY_SECRET is not set"):
+        build_worker(settings(tmp_path, env="production"))
+    own = settings(tmp_path, env="production", card_key_secret=SecretStr("s3cret-of-our-own"))
+    assert build_worker(own).store.card_tag("4111") != build_worker(
+        settings(tmp_path)
+    ).store.card_tag("4111")
+
+
 def test_a_missing_model_refuses_to_start(tmp_path: Path) -> None:
-    s = Settings(model_dir=tmp_path / "no-models", data_dir=tmp_path)  # type: ignore[call-arg]
+    s = settings(tmp_path, model_dir=tmp_path / "no-models", data_dir=tmp_path)
     with pytest.raises(StartupError, match="make train"):
         build_worker(s)
 

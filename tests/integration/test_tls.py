@@ -486,7 +486,10 @@ def test_the_worker_decides_over_sasl_ssl_and_tls_redis(secure_stack: SecureStac
     assert {d["topic"] for d in dead} == {run.topic("transactions")}
 
     assert REDIS_USER in users, users
-    assert denied == [], denied  # nothing the ACL user lacks was ever tried
+    # Nothing the ACL user lacks was ever tried, but the start's one check of the eviction
+    # policy (CONFIG GET maxmemory-policy; refused here, so the worker warned and went on).
+    assert [(d["object"], d["count"]) for d in denied] == [("config|get", 1)], denied
+    assert "could not read Redis' maxmemory-policy" in worker.output()
 
     # The state went to the TLS Redis, under the ACL user's keys only.
     client = own.redis_admin()

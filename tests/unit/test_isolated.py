@@ -28,6 +28,7 @@ def test_every_setting_of_an_isolated_worker() -> None:
     env = _worker().env({"PATH": "/bin"})
     assert env == {
         "PATH": "/bin",
+        "FRAUD_ENV": "development",
         "FRAUD_APP_ID": "it-abc",
         "FRAUD_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
         "FRAUD_REDIS_URL": "redis://127.0.0.1:6379/0",

@@ -10,7 +10,7 @@ never includes the transaction itself); the same id with other content raises
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 
 from fraudcore.errors import DuplicateConflict
 from fraudcore.events import LabelEvent, Transaction
@@ -49,6 +49,16 @@ class Timeline:
             self._entries.append(entry)
         else:
             insort(self._entries, entry)
+        return True
+
+    def discard(self, entry_id: str) -> bool:
+        """Remove an entry; ``False`` when it is not there."""
+        seen = self._ids.pop(entry_id, None)
+        if seen is None:
+            return False
+        time, value, _ = seen
+        at = bisect_left(self._entries, (time, entry_id, value))
+        del self._entries[at]
         return True
 
     def trim(self, before: float) -> None:
@@ -111,6 +121,15 @@ class InMemoryStore:
                 fraud_known_at=[e[2] for e in label_entries],
             ),
         )
+
+    def forget(self, tx: Transaction) -> None:
+        """Undo the recording of ``tx`` (on its card and its terminal), as if it never came."""
+        card = self.cards.get(tx.card_id)
+        if card is not None:
+            card.discard(tx.transaction_id)
+        terminal = self.terminals.get(tx.terminal_id)
+        if terminal is not None:
+            terminal.discard(tx.transaction_id)
 
     def add_label(self, label: LabelEvent) -> None:
         """Record that ``label.transaction_id`` was fraud, known at ``label.known_at``.

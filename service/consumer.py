@@ -33,7 +33,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from service.pipeline import Delivery
+from service.delivery import Delivery
 from service.records import Message, Source
 
 __all__ = ["BatchConsumer"]

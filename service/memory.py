@@ -75,6 +75,14 @@ class MemoryStore:
             return conflict
         return Exchange(card_history, terminal_history, duplicate)
 
+    async def forget(self, transactions: Sequence[Transaction]) -> None:
+        self._check()
+        for tx in transactions:
+            self.state.forget(tx)
+            known = self.first_card.get(tx.transaction_id)
+            if known is not None and known[0] == tx.card_id:
+                del self.first_card[tx.transaction_id]
+
     async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
         self._check()
         for label in labels:

@@ -31,6 +31,8 @@ __all__ = [
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
+    "HELD",
+    "POISON",
     "GcPauses",
 ]
 
@@ -49,6 +51,14 @@ UNRECORDED_DROPPED = Counter(
     "fraud_unrecorded_dropped_total", "Degraded transactions never recorded (backlog full)"
 )
 STATE_UNAVAILABLE = Counter("fraud_state_unavailable_total", "Batches held because Redis was down")
+HELD = Counter(
+    "fraud_held_total",
+    "Batches held because every message failed alone (a bug, not the messages)",
+    ["part"],
+)
+POISON = Counter(
+    "fraud_poison_total", "Messages dead-lettered because they alone failed with an internal error"
+)
 STAGE_SECONDS = Histogram(
     "fraud_stage_seconds", "Time per batch in each stage", ["stage"], buckets=_FAST
 )

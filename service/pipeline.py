@@ -49,6 +49,7 @@ import numpy as np
 from fraudcore import SPEC, CardHistory, LabelEvent, TerminalHistory, Transaction, compute, decide
 from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
 from service import metrics
+from service.delivery import Delivery, Output, send_until_acknowledged
 from service.ports import Answer, Models, Sink, StateStore
 from service.readiness import Readiness
 from service.records import Decision, Message, dead_letter, decode_label, decode_transaction
@@ -92,15 +93,6 @@ class Options:
 
 
 @dataclass(frozen=True, slots=True)
-class Output:
-    """One record to send."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class BatchResult:
     """What a batch came to: its decisions and its dead letters, each in batch order."""
 
@@ -110,10 +102,22 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class _Decoded:
-    """A batch after validation: the transactions to exchange, and the dead letters."""
+    """A batch after validation: the transactions to exchange; the messages refused
+    (their fault, with the reason) and the poison (a bug on that message alone)."""
 
     valid: list[tuple[Transaction, Message]]
-    dead_letters: list[bytes]
+    refused: list[tuple[Message, str]]
+    poison: list[tuple[Message, str]]
+
+
+def _internal(exc: BaseException) -> str:
+    return f"internal error ({type(exc).__name__}): {exc}"
+
+
+def _systemic(failed: int, succeeded: int) -> bool:
+    """Every message of a batch failed alone with an unexpected error: that is no longer
+    the messages' fault but the system's (a bug that fails everything), so it is held."""
+    return failed >= 2 and succeeded == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,38 +130,6 @@ class _Exchanged:
     rows: list[list[float]] = field(default_factory=list)
     scored: list[tuple[Transaction, bool]] = field(default_factory=list)  # (tx, duplicate)
     degraded: bool = False
-
-
-class Delivery:
-    """A batch's outputs, queued on the sink. :meth:`confirmed` returns once the broker has
-    acknowledged every one (sending them all again while that fails)."""
-
-    def __init__(
-        self,
-        outputs: list[Output],
-        queued: list[Awaitable[object]],
-        *,
-        send_again: Callable[[list[Output]], Awaitable[None]],
-        record_times: Sequence[float],
-        clock: Callable[[], float],
-    ) -> None:
-        self.outputs = outputs
-        self._queued = queued
-        self._send_again = send_again
-        self._record_times = record_times
-        self._clock = clock
-
-    async def confirmed(self) -> None:
-        try:
-            if len(self._queued) != len(self.outputs):
-                raise RuntimeError("not every record was queued")
-            await asyncio.gather(*self._queued)
-        except Exception as exc:  # noqa: BLE001 - any send failure: send them all again
-            log.warning("delivery of %d records failed (%r); sending again", len(self.outputs), exc)
-            await self._send_again(self.outputs)
-        now = self._clock()
-        for at in self._record_times:
-            metrics.EVENT_TO_DECISION_SECONDS.observe(max(0.0, now - at))
 
 
 class BatchPipeline:
@@ -174,6 +146,8 @@ class BatchPipeline:
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         readiness: Readiness | None = None,
+        decode: Callable[[bytes | None], Transaction] = decode_transaction,
+        features: Callable[[Transaction, CardHistory, TerminalHistory], list[float]] = compute,
     ) -> None:
         self.store = store
         self.models = models
@@ -183,6 +157,8 @@ class BatchPipeline:
         self.clock = clock
         self.sleep = sleep
         self.readiness = readiness if readiness is not None else Readiness()
+        self.decode = decode  # bytes -> a validated transaction (InvalidEvent if not)
+        self.features = features  # the feature vector of a transaction and its histories
         self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet recorded
         self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
         self._send_turn = asyncio.Lock()  # outputs are queued in batch order
@@ -217,9 +193,14 @@ class BatchPipeline:
         """Validate, then one state exchange for the batch (held while the store is away).
         The state is recorded when this returns."""
         try:
-            decoded = self._decode(batch)
+            decoded = await hold(
+                partial(self._decode_unless_systemic, batch),
+                what="decoding",
+                max_delay=self.options.retry_max_seconds,
+                sleep=self.sleep,
+            )
             if not decoded.valid:
-                return _Exchanged(decoded.dead_letters)
+                return _Exchanged(self._dead_letters(decoded.refused, decoded.poison))
             return await hold(
                 partial(self._exchange_state, decoded),
                 what="scoring",
@@ -229,16 +210,30 @@ class BatchPipeline:
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
             return _Exchanged(self._dead_batch(batch, "scoring", exc))
 
+    async def _decode_unless_systemic(self, batch: Sequence[Message]) -> _Decoded | Unavailable:
+        decoded = self._decode(batch)
+        if _systemic(len(decoded.poison), len(decoded.valid)):
+            reason = f"every message of a batch fails to decode: {decoded.poison[0][1]}"
+            self.readiness.fault("decoding", reason)
+            return Unavailable(reason, part="decoding")
+        self.readiness.clear("decoding")
+        return decoded
+
     def _decode(self, batch: Sequence[Message]) -> _Decoded:
         started = time.perf_counter()
         valid: list[tuple[Transaction, Message]] = []
-        dead: list[bytes] = []
+        refused: list[tuple[Message, str]] = []
+        poison: list[tuple[Message, str]] = []
         horizon = self.clock() + self.options.max_future_seconds
         for message in batch:
             try:
-                tx = decode_transaction(message.value)
+                tx = self.decode(message.value)
             except InvalidEvent as exc:
-                dead.append(self._dead_letter(message, str(exc)))
+                refused.append((message, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
+                log.exception("decoding %s failed", message.where)
+                poison.append((message, _internal(exc)))
                 continue
             if tx.epoch > horizon:
                 # State is trimmed relative to event time: one event from the far future
@@ -247,11 +242,11 @@ class BatchPipeline:
                     f"timestamp: more than {self.options.max_future_seconds:g} s "
                     "ahead of the worker's clock"
                 )
-                dead.append(self._dead_letter(message, reason))
+                refused.append((message, reason))
                 continue
             valid.append((tx, message))
         metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
-        return _Decoded(valid, dead)
+        return _Decoded(valid, refused, poison)
 
     async def _exchange_state(self, decoded: _Decoded) -> _Exchanged | Unavailable:
         started = time.perf_counter()
@@ -260,30 +255,47 @@ class BatchPipeline:
         rows: list[list[float]] = []
         scored: list[tuple[Transaction, bool]] = []
         conflicts: list[tuple[Message, str]] = []
+        poison: list[tuple[Message, str]] = []
+        unrecord: list[Transaction] = []  # poison recorded by this exchange: undone
         feature_seconds = 0.0
 
         def take(part: Sequence[Answer]) -> None:
             nonlocal feature_seconds
             begin = time.perf_counter()
-            done = len(scored) + len(conflicts)
+            done = len(scored) + len(conflicts) + len(poison)
             for (tx, message), answer in zip(valid[done:], part, strict=False):
                 if isinstance(answer, DuplicateConflict):
                     conflicts.append((message, str(answer)))
-                else:
-                    rows.append(compute(tx, answer.card, answer.terminal))
-                    scored.append((tx, answer.duplicate))
+                    continue
+                try:
+                    rows.append(self.features(tx, answer.card, answer.terminal))
+                except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
+                    log.exception("features of %s failed", message.where)
+                    poison.append((message, _internal(exc)))
+                    if not answer.duplicate:
+                        unrecord.append(tx)
+                    continue
+                scored.append((tx, answer.duplicate))
             feature_seconds += time.perf_counter() - begin
 
         try:
             await self._record_unrecorded()
             await self.store.exchange([tx for tx, _ in valid], on_part=take)
+            if unrecord:
+                # No decision: no recorded state either, so a redelivery is decided as new.
+                await self.store.forget(unrecord)
         except StateUnavailable as exc:
             self.readiness.fault("state", str(exc))
             if self.options.fail_policy == "hold":
                 return Unavailable(str(exc))
             return self._decided_on_empty_history(decoded, exc)
         self.readiness.clear("state")
-        dead = decoded.dead_letters + [self._dead_letter(m, reason) for m, reason in conflicts]
+        if _systemic(len(poison), len(scored)):
+            reason = f"the features of every transaction of a batch fail: {poison[0][1]}"
+            self.readiness.fault("features", reason)
+            return Unavailable(reason, part="features")
+        self.readiness.clear("features")
+        dead = self._dead_letters(decoded.refused + conflicts, decoded.poison + poison)
         state_seconds = time.perf_counter() - started - feature_seconds
         metrics.STAGE_SECONDS.labels("redis").observe(state_seconds)
         metrics.STAGE_SECONDS.labels("features").observe(feature_seconds)
@@ -296,8 +308,9 @@ class BatchPipeline:
         metrics.DEGRADED.inc(len(valid))
         self._keep_unrecorded(valid)
         empty = TerminalHistory(counts=[0] * len(SPEC.terminal_windows_days))
-        rows = [compute(tx, CardHistory(), empty) for tx in valid]
-        return _Exchanged(decoded.dead_letters, rows, [(tx, False) for tx in valid], True)
+        rows = [self.features(tx, CardHistory(), empty) for tx in valid]
+        dead = self._dead_letters(decoded.refused, decoded.poison)
+        return _Exchanged(dead, rows, [(tx, False) for tx in valid], True)
 
     def _keep_unrecorded(self, transactions: list[Transaction]) -> None:
         self._unrecorded += transactions
@@ -404,15 +417,8 @@ class BatchPipeline:
         )
 
     async def _send_until_acknowledged(self, outputs: list[Output]) -> None:
-        async def send_all() -> None:
-            pending = [await self.sink.send(o.topic, o.key, o.value) for o in outputs]
-            await asyncio.gather(*pending)
-
-        await retry(
-            send_all,
-            what=f"sending {len(outputs)} records",
-            max_delay=self.options.retry_max_seconds,
-            sleep=self.sleep,
+        await send_until_acknowledged(
+            self.sink, outputs, max_delay=self.options.retry_max_seconds, sleep=self.sleep
         )
 
     # -- labels --------------------------------------------------------------------------
@@ -428,6 +434,10 @@ class BatchPipeline:
                     labels.append(decode_label(message.value))
                 except InvalidEvent as exc:
                     dead.append(self._dead_letter(message, str(exc)))
+                except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
+                    log.exception("decoding %s failed", message.where)
+                    metrics.POISON.inc()
+                    dead.append(self._dead_letter(message, _internal(exc)))
             await hold(
                 partial(self._add_labels, labels),
                 what="labels",
@@ -454,9 +464,17 @@ class BatchPipeline:
 
     def _dead_letter(self, message: Message, reason: str) -> bytes:
         src = message.source
-        log.info("dead letter %s[%d]@%d: %s", src.topic, src.partition, src.offset, reason)
+        log.info("dead letter %s: %s", message.where, reason)
         metrics.DEAD_LETTERS.labels(src.topic).inc()
         return dead_letter(message.value, src, reason, at=self.clock())
+
+    def _dead_letters(
+        self, refused: list[tuple[Message, str]], poison: list[tuple[Message, str]]
+    ) -> list[bytes]:
+        """The batch's dead letters: the refused messages, then the poison (counted apart)."""
+        if poison:
+            metrics.POISON.inc(len(poison))
+        return [self._dead_letter(m, reason) for m, reason in refused + poison]
 
     def _dead_batch(self, batch: Sequence[Message], what: str, exc: Exception) -> list[bytes]:
         """A bug must not lose the batch: every message goes to the dead-letter topic."""

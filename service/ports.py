@@ -63,6 +63,12 @@ class StateStore(Protocol):
         self, transactions: Sequence[Transaction], on_part: OnPart | None = None
     ) -> list[Answer]: ...
 
+    async def forget(self, transactions: Sequence[Transaction]) -> None:
+        """Undo what :meth:`exchange` recorded for these transactions (card, terminal, id
+        index), so that when they come again they are new: for transactions that got no
+        decision. Only for transactions that exchange answered as not duplicates."""
+        ...
+
     async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
         """Record fraud labels on their terminals (the first label of a transaction wins)."""
         ...

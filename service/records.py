@@ -56,6 +56,12 @@ class Message:
     value: bytes | None
     source: Source
 
+    @property
+    def where(self) -> str:
+        """``topic[partition]@offset``, for logs."""
+        src = self.source
+        return f"{src.topic}[{src.partition}]@{src.offset}"
+
 
 def _decode(payload: bytes | None, kind: str) -> Any:
     if payload is None:

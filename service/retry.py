@@ -33,9 +33,11 @@ FIRST_DELAY = 0.1  # seconds; doubled after every failed attempt, up to the call
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:
-    """The state store could not be reached; ``reason`` says how."""
+    """A part of the system cannot do its work now (``"state"``: the store could not be
+    reached); ``reason`` says how."""
 
     reason: str
+    part: str = "state"
 
 
 async def hold(
@@ -55,7 +57,10 @@ async def hold(
         outcome = await attempt()
         if not isinstance(outcome, Unavailable):
             return outcome
-        metrics.STATE_UNAVAILABLE.inc()
+        if outcome.part == "state":
+            metrics.STATE_UNAVAILABLE.inc()
+        else:
+            metrics.HELD.labels(outcome.part).inc()
         level = logging.WARNING if delay == FIRST_DELAY else logging.DEBUG
         log.log(level, "%s: %s; holding, retry in %.1f s", what, outcome.reason, delay)
         await sleep(delay)

@@ -352,6 +352,24 @@ class RedisStore:
             duplicate=bool(card_reply[0]),
         )
 
+    async def forget(self, transactions: Sequence[Transaction]) -> None:
+        """Undo the recording of transactions that got no decision (one round trip)."""
+        calls = []
+        for tx in transactions:
+            card = self.keys.card(tx.card_id)
+            calls.append(_Call(_pack("ZREM", card.tx, tx.transaction_id)))
+            calls.append(_Call(_pack("HDEL", card.val, tx.transaction_id)))
+            terminal = self.keys.terminal(tx.terminal_id).tx
+            calls.append(_Call(_pack("ZREM", terminal, tx.transaction_id)))
+            if self.ids:
+                calls.append(_Call(_pack("DEL", self._id_key(tx))))
+        if not calls:
+            return
+        try:
+            await self._run(calls)
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
+
     async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
         """Record fraud labels on their terminals (first label of a transaction wins)."""
         if not labels:

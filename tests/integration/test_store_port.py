@@ -72,12 +72,17 @@ def _comparable(answer: Answer) -> object:
 
 async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[object]:
     out: list[object] = []
-    for batch in batches:
+    for n, batch in enumerate(batches):
         parts: list[Answer] = []
         answers = await store.exchange(batch, on_part=parts.extend)
         assert parts == answers  # handed over in order, every one
         out += [_comparable(a) for a in answers]
         await store.add_labels(_labels(batch))
+        if n % 3 == 1:  # some first recordings undone (no decision), as the pipeline does
+            await store.forget([
+                tx for tx, a in zip(batch, answers, strict=True)
+                if not isinstance(a, DuplicateConflict) and not a.duplicate
+            ][::5])
     return out
 
 

@@ -203,3 +203,22 @@ def test_fingerprint_follows_the_definitions():
     assert fingerprint() == fingerprint(SPEC)
     assert fingerprint(FeatureSpec(label_delay_days=5)) != fingerprint()
     assert fingerprint(FeatureSpec(version=2)) != fingerprint()
+
+
+def test_a_forgotten_transaction_counts_nowhere_and_can_come_again() -> None:
+    from fraudcore import InMemoryStore, Transaction
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    store = InMemoryStore()
+    first = Transaction("a", "c", "t", 10.0, t0)
+    second = Transaction("b", "c", "t", 12.0, t0 + timedelta(hours=1))
+    store.exchange(first)
+    store.exchange(second)
+    store.forget(second)
+    third = Transaction("c", "c", "t", 14.0, t0 + timedelta(hours=2))
+    card, terminal = store.exchange(third)
+    assert card.timestamps == [first.epoch] and card.amounts == [10.0]
+    assert store.terminals["t"].count(0.0, third.epoch) == 2  # a and c, not b
+    again, _ = store.exchange(second)  # recorded afresh, as new (late: c is there already)
+    assert again.timestamps == [first.epoch, third.epoch]
+    assert store.cards["c"].get("b") == (second.epoch, 12.0, "t")

@@ -389,3 +389,109 @@ def test_labels_wait_for_the_store_even_under_fail_open(models: ModelHolder) -> 
                       options=Options(fail_policy="open"), clock=lambda: NOW, sleep=back_after_two)
     assert asyncio.run(p.labels(messages(label("tx-0"), topic="fraud-labels"))) == 1
     assert len(waits) == 2 and [x.transaction_id for x in store.labels] == ["tx-0"]
+
+
+# --- poison: a message that alone fails with an unexpected error ---------------------------
+
+
+def _decode_failing_on(bad: set[bytes]) -> Any:
+    from service.records import decode_transaction
+
+    def decode(value: bytes | None) -> Transaction:
+        if value in bad:
+            raise KeyError("a bug in decoding")
+        return decode_transaction(value)
+
+    return decode
+
+
+def test_a_message_that_alone_fails_to_decode_is_the_only_one_dead_lettered(
+    models: ModelHolder,
+) -> None:
+    sink = RecordingSink()
+    bad = tx(1)
+    p = BatchPipeline(MemoryStore(clock=lambda: NOW), models, sink, topics=TOPICS,
+                      clock=lambda: NOW, decode=_decode_failing_on({bad}))
+    poison = metric("fraud_poison_total")
+    batch = messages(tx(0), bad, tx(2))
+    asyncio.run(decide(p, batch))
+    assert [d["transaction_id"] for d in sink.records("decisions")] == ["tx-0", "tx-2"]
+    [dead] = sink.records("dlq")
+    assert dead["offset"] == batch[1].source.offset
+    assert dead["reason"] == "internal error (KeyError): 'a bug in decoding'"
+    assert metric("fraud_poison_total") - poison == 1
+
+
+def test_a_batch_whose_every_message_fails_to_decode_is_held_not_dead_lettered(
+    models: ModelHolder,
+) -> None:
+    sink = RecordingSink()
+    batch_values = [tx(0), tx(1)]
+    waits: list[dict[str, str]] = []
+
+    async def fixed_after_two(seconds: float) -> None:
+        waits.append(p.readiness.faults)
+        if len(waits) == 2:
+            p.decode = _decode_failing_on(set())  # e.g. the data a bug depended on changed
+
+    p = BatchPipeline(MemoryStore(clock=lambda: NOW), models, sink, topics=TOPICS,
+                      clock=lambda: NOW, sleep=fixed_after_two,
+                      decode=_decode_failing_on(set(batch_values)))
+    held = metric("fraud_held_total", part="decoding")
+    asyncio.run(decide(p, messages(*batch_values)))
+    assert [set(f) for f in waits] == [{"decoding"}, {"decoding"}]
+    assert metric("fraud_held_total", part="decoding") - held == 2
+    assert [d["transaction_id"] for d in sink.records("decisions")] == ["tx-0", "tx-1"]
+    assert not sink.records("dlq") and p.readiness.ready
+
+
+def _features_failing_on(ids: set[str]) -> Any:
+    from fraudcore import compute
+
+    def features(t: Transaction, card: Any, terminal: Any) -> list[float]:
+        if t.transaction_id in ids:
+            raise ZeroDivisionError("a bug in a feature")
+        return compute(t, card, terminal)
+
+    return features
+
+
+def test_a_transaction_whose_features_fail_is_dead_lettered_and_leaves_no_state(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    sink = RecordingSink()
+    p = BatchPipeline(store, models, sink, topics=TOPICS, clock=lambda: NOW,
+                      features=_features_failing_on({"tx-1"}))
+    asyncio.run(decide(p, messages(tx(0), tx(1), tx(2))))
+    assert [d["transaction_id"] for d in sink.records("decisions")] == ["tx-0", "tx-2"]
+    [dead] = sink.records("dlq")
+    assert dead["reason"] == "internal error (ZeroDivisionError): a bug in a feature"
+    assert store.state.cards["card-1"].get("tx-1") is None  # forgotten
+    assert store.state.terminals["T-1"].get("tx-1") is None
+    p.features = _features_failing_on(set())
+    asyncio.run(decide(p, messages(tx(1))))  # its redelivery, once the bug is fixed
+    again = sink.records("decisions")[-1]
+    assert (again["transaction_id"], again["duplicate"]) == ("tx-1", False)
+
+
+def test_a_batch_whose_every_feature_fails_is_held_and_recorded_once_when_it_works(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    sink = RecordingSink()
+    waits: list[dict[str, str]] = []
+
+    async def fixed_after_one(seconds: float) -> None:
+        waits.append(p.readiness.faults)
+        p.features = _features_failing_on(set())
+
+    p = BatchPipeline(store, models, sink, topics=TOPICS, clock=lambda: NOW,
+                      sleep=fixed_after_one, features=_features_failing_on({"tx-0", "tx-1"}))
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    assert [set(f) for f in waits] == [{"features"}]
+    decisions = sink.records("decisions")
+    assert [(d["transaction_id"], d["duplicate"]) for d in decisions] == [
+        ("tx-0", False), ("tx-1", False)
+    ]
+    assert not sink.records("dlq")

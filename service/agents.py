@@ -34,7 +34,9 @@ __all__ = ["wire"]
 
 def _messages(events: Sequence[EventT[bytes]]) -> list[Message]:
     return [
-        Message(e.value, Source(e.message.topic, e.message.partition, e.message.offset))
+        Message(
+            e.value, Source(e.message.topic, e.message.partition, e.message.offset), e.message.key
+        )
         for e in events
     ]
 

@@ -173,6 +173,7 @@ def build_worker(s: Settings) -> Worker:
             include_features=s.include_features,
             max_future_seconds=s.max_future_seconds,
             retry_max_seconds=s.retry_max_seconds,
+            miskeyed=s.miskeyed_policy,
         ),
     )
     wire(app, settings=s, pipeline=pipeline, models=models)

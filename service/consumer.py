@@ -151,7 +151,7 @@ class BatchConsumer(mode.Service):
         messages, times = [], []
         for records in fetched.values():
             for r in records:
-                messages.append(Message(r.value, Source(r.topic, r.partition, r.offset)))
+                messages.append(Message(r.value, Source(r.topic, r.partition, r.offset), r.key))
                 times.append(r.timestamp / 1000.0)
         delivered = asyncio.ensure_future(self._decide(messages, times))
         self._in_flight.append((delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}))

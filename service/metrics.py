@@ -32,6 +32,7 @@ __all__ = [
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
     "HELD",
+    "MISKEYED",
     "POISON",
     "GcPauses",
 ]
@@ -55,6 +56,9 @@ HELD = Counter(
     "fraud_held_total",
     "Batches held because every message failed alone (a bug, not the messages)",
     ["part"],
+)
+MISKEYED = Counter(
+    "fraud_miskeyed_total", "Records whose Kafka key is not their card id", ["topic"]
 )
 POISON = Counter(
     "fraud_poison_total", "Messages dead-lettered because they alone failed with an internal error"

@@ -52,7 +52,14 @@ from service import metrics
 from service.delivery import Delivery, Output, send_until_acknowledged
 from service.ports import Answer, Models, Sink, StateStore
 from service.readiness import Readiness
-from service.records import Decision, Message, dead_letter, decode_label, decode_transaction
+from service.records import (
+    DeadLetter,
+    Decision,
+    Message,
+    dead_letter,
+    decode_label,
+    decode_transaction,
+)
 from service.retry import Sleep, Unavailable, hold, retry
 
 __all__ = [
@@ -90,6 +97,8 @@ class Options:
     max_future_seconds: float = 3600.0  # events dated further ahead are dead-lettered
     retry_max_seconds: float = 5.0  # longest backoff while holding or sending again
     max_unrecorded: int = MAX_UNRECORDED
+    # a record keyed other than by its card id: dead-lettered, or accepted (and counted)
+    miskeyed: Literal["dead-letter", "accept"] = "dead-letter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +106,7 @@ class BatchResult:
     """What a batch came to: its decisions and its dead letters, each in batch order."""
 
     decisions: list[Decision] = field(default_factory=list)
-    dead_letters: list[bytes] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +135,7 @@ class _Exchanged:
 
     A batch that failed has no rows and every message among its dead letters."""
 
-    dead_letters: list[bytes]
+    dead_letters: list[DeadLetter]
     rows: list[list[float]] = field(default_factory=list)
     scored: list[tuple[Transaction, bool]] = field(default_factory=list)  # (tx, duplicate)
     degraded: bool = False
@@ -243,6 +252,10 @@ class BatchPipeline:
                     "ahead of the worker's clock"
                 )
                 refused.append((message, reason))
+                continue
+            miskeyed = self._miskeyed(message, tx.card_id)
+            if miskeyed:
+                refused.append((message, miskeyed))
                 continue
             valid.append((tx, message))
         metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
@@ -400,7 +413,7 @@ class BatchPipeline:
             actions[decision.action] += 1
         for action, n in actions.items():
             metrics.DECISIONS.labels(action).inc(n)
-        outputs += [Output(self.topics.dlq, None, d) for d in result.dead_letters]
+        outputs += [Output(self.topics.dlq, d.key, d.value) for d in result.dead_letters]
         queued: list[Awaitable[object]] = []
         try:
             for output in outputs:
@@ -427,17 +440,24 @@ class BatchPipeline:
         """Record a batch of label events and deliver its dead letters; returns how many
         labels were recorded. Labels are never decided on: they always wait for the store."""
         labels: list[LabelEvent] = []
-        dead: list[bytes] = []
+        dead: list[DeadLetter] = []
         try:
             for message in batch:
                 try:
-                    labels.append(decode_label(message.value))
+                    label = decode_label(message.value)
                 except InvalidEvent as exc:
                     dead.append(self._dead_letter(message, str(exc)))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
                     log.exception("decoding %s failed", message.where)
                     metrics.POISON.inc()
                     dead.append(self._dead_letter(message, _internal(exc)))
+                    continue
+                miskeyed = self._miskeyed(message, label.card_id)
+                if miskeyed:
+                    dead.append(self._dead_letter(message, miskeyed))
+                else:
+                    labels.append(label)
             await hold(
                 partial(self._add_labels, labels),
                 what="labels",
@@ -448,7 +468,8 @@ class BatchPipeline:
             labels, dead = [], self._dead_batch(batch, "labels", exc)
         metrics.LABELS.inc(len(labels))
         if dead:
-            await self._send_until_acknowledged([Output(self.topics.dlq, None, d) for d in dead])
+            dlq = self.topics.dlq
+            await self._send_until_acknowledged([Output(dlq, d.key, d.value) for d in dead])
         return len(labels)
 
     async def _add_labels(self, labels: list[LabelEvent]) -> None | Unavailable:
@@ -462,23 +483,38 @@ class BatchPipeline:
 
     # -- dead letters --------------------------------------------------------------------
 
-    def _dead_letter(self, message: Message, reason: str) -> bytes:
+    def _miskeyed(self, message: Message, card_id: str) -> str | None:
+        """Why a record keyed other than by its card id is refused, or None when it is not
+        (keyed right, or accepted and counted under ``miskeyed="accept"``)."""
+        if message.key == card_id.encode():
+            return None
+        metrics.MISKEYED.labels(message.source.topic).inc()
+        if self.options.miskeyed == "accept":
+            return None
+        return (
+            "key: the record's Kafka key is not its card_id (or is empty); produce with "
+            "key = card_id, so that a card's events stay on one partition, in order"
+        )
+
+    def _dead_letter(self, message: Message, reason: str) -> DeadLetter:
         src = message.source
         log.info("dead letter %s: %s", message.where, reason)
         metrics.DEAD_LETTERS.labels(src.topic).inc()
-        return dead_letter(message.value, src, reason, at=self.clock())
+        return DeadLetter(message.key, dead_letter(message.value, src, reason, at=self.clock()))
 
     def _dead_letters(
         self, refused: list[tuple[Message, str]], poison: list[tuple[Message, str]]
-    ) -> list[bytes]:
+    ) -> list[DeadLetter]:
         """The batch's dead letters: the refused messages, then the poison (counted apart)."""
         if poison:
             metrics.POISON.inc(len(poison))
         return [self._dead_letter(m, reason) for m, reason in refused + poison]
 
-    def _dead_batch(self, batch: Sequence[Message], what: str, exc: Exception) -> list[bytes]:
+    def _dead_batch(
+        self, batch: Sequence[Message], what: str, exc: Exception
+    ) -> list[DeadLetter]:
         """A bug must not lose the batch: every message goes to the dead-letter topic."""
         log.exception("%s failed on a batch of %d; dead-lettering it", what, len(batch))
         now = self.clock()
-        reason = f"internal error ({type(exc).__name__}): {exc}"
-        return [dead_letter(m.value, m.source, reason, at=now) for m in batch]
+        reason = _internal(exc)
+        return [DeadLetter(m.key, dead_letter(m.value, m.source, reason, at=now)) for m in batch]

@@ -29,6 +29,7 @@ from fraudcore import (
 
 __all__ = [
     "MAX_DLQ_PAYLOAD",
+    "DeadLetter",
     "Decision",
     "Message",
     "Source",
@@ -55,6 +56,7 @@ class Message:
 
     value: bytes | None
     source: Source
+    key: bytes | None = None  # the record's Kafka key: the card id, as producers are told
 
     @property
     def where(self) -> str:
@@ -119,6 +121,15 @@ class Decision:
                 **extra,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-letter record and its key: the original record's key (the card id, when its
+    producer keyed it as documented), so it lands where that card's records go."""
+
+    key: bytes | None
+    value: bytes
 
 
 def dead_letter(payload: bytes | None, source: Source, reason: str, *, at: float) -> bytes:

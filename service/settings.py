@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="when Redis is down: hold (stop, retry, commit nothing) or open (score on "
         "empty history and mark decisions degraded)",
     )
+    miskeyed_policy: Literal["dead-letter", "accept"] = Field(
+        "dead-letter",
+        description="a record whose Kafka key is not its card id (or is empty): dead-lettered "
+        "with the reason, or accepted (counted in fraud_miskeyed_total; the card's order "
+        "across partitions is then not guaranteed)",
+    )
     max_future_seconds: float = Field(
         3600.0, gt=0, description="events dated further ahead of the clock are dead-lettered"
     )

@@ -332,7 +332,8 @@ def test_odd_but_valid_transactions_are_decided(hostile: Hostile) -> None:
     decided = hostile.bridge.wait_decisions(str(integer_ids["transaction_id"]))
     assert decided and decided[0]["card_id"] == str(integer_ids["card_id"])
     big = f"big-{uuid.uuid4().hex}"
-    hostile.bridge.send(_near_limit(transaction_id=big), b"big")
+    near_limit = _near_limit(transaction_id=big)
+    hostile.bridge.send(near_limit, str(orjson.loads(near_limit)["card_id"]).encode())
     assert hostile.bridge.wait_decisions(big)
 
 
@@ -537,7 +538,8 @@ def test_property_any_hostile_message_is_dead_lettered_with_its_reason(
         # unless it chose an id an earlier example also chose (then it is a redelivery).
         tx_id = str(orjson.loads(payload)["transaction_id"])
         assume(tx_id.startswith("h-"))
-        hostile.bridge.send(payload, None)
+        # keyed as the worker requires: by the card id as it reads it
+        hostile.bridge.send(payload, decode_transaction(payload).card_id.encode())
         assert hostile.bridge.wait_decisions(tx_id)
     else:
         hostile.hostile_cards |= cards

@@ -280,3 +280,104 @@ def test_the_public_development_secret_refuses_the_start_outside_development(
 ) -> None:
     output = _refusal(run.env(FRAUD_ENV="production"), tmp_path / "w.log")
     assert "FRAUD_CARD_KEY_SECRET is not set" in output
+
+
+# --- keys: a card's records on one partition ----------------------------------------------
+
+
+def test_a_record_not_keyed_by_its_card_id_is_dead_lettered_with_its_key(
+    run: Run, tmp_path: Path
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    good, unkeyed, other = _transactions(3, ids="keys")
+    worker = Worker(run.env(), tmp_path / "w.log").start().wait_ready()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            topic = run.topic("transactions")
+            await producer.send_and_wait(topic, good, key=orjson.loads(good)["card_id"].encode())
+            await producer.send_and_wait(topic, unkeyed, key=None)
+            await producer.send_and_wait(topic, other, key=b"card-of-someone-else")
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(send())
+        decisions = asyncio.run(consume(run.topic("decisions"), until=1))
+        dead = asyncio.run(consume(run.topic("dlq"), until=2))
+        _until(lambda: worker.metric("fraud_miskeyed_total") == 2)
+    finally:
+        worker.stop()
+    assert [d["transaction_id"] for d in decisions] == ["keys-0"]
+    assert sorted(orjson.loads(d["payload"])["transaction_id"] for d in dead) == [
+        "keys-1", "keys-2"
+    ]
+    assert all(d["reason"].startswith("key: the record's Kafka key is not its card_id")
+               for d in dead)
+
+
+def test_dead_letters_carry_the_key_of_the_record_they_came_from(
+    run: Run, tmp_path: Path
+) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    worker = Worker(run.env(), tmp_path / "w.log").start().wait_ready()
+
+    async def send_and_read() -> list[bytes | None]:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(run.topic("transactions"), b"{not json", key=b"card-9")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(run.topic("dlq"), bootstrap_servers=BOOTSTRAP,
+                                    auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        try:
+            record = await asyncio.wait_for(consumer.getone(), 60)
+            return [record.key]
+        finally:
+            await consumer.stop()
+
+    try:
+        keys = asyncio.run(send_and_read())
+    finally:
+        worker.stop()
+    assert keys == [b"card-9"]
+
+
+def test_the_readmes_kcat_line_puts_a_card_where_the_worker_expects_it(run: Run) -> None:
+    """kcat (librdkafka) with the README's `-X partitioner=murmur2_random` picks the same
+    partition for a card as the Java partitioner that aiokafka and the tools use."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    cards = [f"card-{i}" for i in range(40)]
+    lines = "".join(f"{card}|{{}}\n" for card in cards)
+    subprocess.run(
+        ["kcat", "-P", "-b", BOOTSTRAP, "-t", run.topic("transactions"), "-K", "|",
+         "-X", "partitioner=murmur2_random"],
+        input=lines.encode(), check=True, timeout=60,
+    )
+
+    async def partitions() -> dict[str, int]:
+        consumer = AIOKafkaConsumer(run.topic("transactions"), bootstrap_servers=BOOTSTRAP,
+                                    auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        found: dict[str, int] = {}
+        try:
+            while len(found) < len(cards):
+                record = await asyncio.wait_for(consumer.getone(), 30)
+                found[record.key.decode()] = record.partition
+        finally:
+            await consumer.stop()
+        return found
+
+    found = asyncio.run(partitions())
+    every = list(range(4))
+    expected = {card: DefaultPartitioner()(card.encode(), every, every) for card in cards}
+    assert found == expected
+    assert len(set(found.values())) > 1  # the cards spread over the partitions

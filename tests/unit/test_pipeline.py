@@ -58,8 +58,16 @@ def label(tx_id: str, *, terminal: str = "T-1") -> bytes:
 _offsets: Iterator[int] = iter(range(10**9))
 
 
+def _card_key(value: bytes | None) -> bytes | None:
+    """The key a producer gives a record: its card id (when it has one)."""
+    try:
+        return str(orjson.loads(value or b"")["card_id"]).encode()
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def messages(*values: bytes | None, topic: str = "transactions") -> list[Message]:
-    return [Message(v, Source(topic, 0, next(_offsets))) for v in values]
+    return [Message(v, Source(topic, 0, next(_offsets)), _card_key(v)) for v in values]
 
 
 def metric(name: str, **labels: str) -> float:
@@ -495,3 +503,38 @@ def test_a_batch_whose_every_feature_fails_is_held_and_recorded_once_when_it_wor
         ("tx-0", False), ("tx-1", False)
     ]
     assert not sink.records("dlq")
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def test_a_record_not_keyed_by_its_card_is_dead_lettered_keyed_as_it_came(
+    models: ModelHolder,
+) -> None:
+    p = pipeline(models)
+    wrong = Message(tx(1), Source("transactions", 0, next(_offsets)), b"another-card")
+    empty = Message(tx(2), Source("transactions", 0, next(_offsets)), None)
+    miskeyed = metric("fraud_miskeyed_total", topic="transactions")
+    asyncio.run(decide(p, [*messages(tx(0)), wrong, empty]))
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-0"]
+    dead = [o for o in sink_of(p).sent if o.topic == "dlq"]
+    assert [o.key for o in dead] == [b"another-card", None]
+    assert all(orjson.loads(o.value)["reason"].startswith("key: the record's Kafka key is not")
+               for o in dead)
+    assert metric("fraud_miskeyed_total", topic="transactions") - miskeyed == 2
+
+
+def test_miskeyed_records_can_be_accepted_and_counted(models: ModelHolder) -> None:
+    p = pipeline(models, miskeyed="accept")
+    miskeyed = metric("fraud_miskeyed_total", topic="transactions")
+    asyncio.run(decide(p, [Message(tx(0), Source("transactions", 0, next(_offsets)), None)]))
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-0"]
+    assert metric("fraud_miskeyed_total", topic="transactions") - miskeyed == 1
+
+
+def test_a_label_not_keyed_by_its_card_is_dead_lettered(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+    batch = [Message(label("tx-0"), Source("fraud-labels", 0, next(_offsets)), b"x")]
+    assert asyncio.run(p.labels(batch)) == 0
+    assert store.labels == [] and len(sink_of(p).records("dlq")) == 1

@@ -50,25 +50,28 @@ class MemoryStore:
                 on_part(answers[start : start + self.part])
         return answers
 
-    def _first_card(self, tx: Transaction) -> str:
-        """The card that used this id first, while remembered: like the Redis store's id
-        key, until the transaction is older (by the clock) than a card's history keeps."""
+    def _first_card(self, tx: Transaction) -> str | None:
+        """The card that used this id before, while remembered (like the Redis store's id
+        key: a card's retention after the event and after now); records this one if none."""
+        now = self.clock()
         known = self.first_card.get(tx.transaction_id)
-        if known is not None and known[1] > self.clock():
+        if known is not None and known[1] > now:
             return known[0]
-        until = tx.epoch + self.spec.card_retention_seconds
-        if until > self.clock():
-            self.first_card[tx.transaction_id] = (tx.card_id, until)
-        return tx.card_id
+        until = max(tx.epoch, now) + self.spec.card_retention_seconds
+        self.first_card[tx.transaction_id] = (tx.card_id, until)
+        return None
 
     def _one(self, tx: Transaction) -> Answer:
-        if self.ids and self._first_card(tx) != tx.card_id:
+        first = self._first_card(tx) if self.ids else None
+        if first is not None and first != tx.card_id:
             return DuplicateConflict(
                 f"transaction {tx.transaction_id!r} was seen before with another card; the "
                 "first one stands. Give a corrected transaction a new id."
             )
         card = self.state.cards.get(tx.card_id)
-        duplicate = card is not None and card.get(tx.transaction_id) is not None
+        duplicate = first == tx.card_id or (
+            card is not None and card.get(tx.transaction_id) is not None
+        )
         try:
             card_history, terminal_history = self.state.exchange(tx)
         except DuplicateConflict as conflict:

@@ -23,6 +23,7 @@ import hashlib
 import math
 import struct
 import sys
+import time
 import zlib
 from array import array
 from collections.abc import Callable, Sequence
@@ -195,9 +196,11 @@ class RedisStore:
         prefix: str = "fraud",
         spec: FeatureSpec = SPEC,
         ids: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.spec = spec
+        self.clock = clock  # the id index keeps an id a card's retention from now at least
         self.ids = ids  # index ids across cards: the same id with another card is refused
         self.keys = KeyLayout(card_key_secret=card_key_secret, prefix=prefix, spec=spec)
         self._card = _Script.of(_CARD)
@@ -242,6 +245,7 @@ class RedisStore:
     ) -> list[Answer]:
         spec = self.spec
         calls = []
+        now = self.clock()
         for tx in transactions:
             t = tx.epoch
             card_trim = repr(t - spec.card_retention_seconds)
@@ -255,8 +259,10 @@ class RedisStore:
                             self.card_tag(tx.card_id)[:16],
                             "NX",
                             "GET",
-                            "PXAT",  # like the card's history: its retention in event time
-                            int((t + spec.card_retention_seconds) * 1000),
+                            # A card's retention after the event, and after now: an old
+                            # event's id is still known when it is delivered again.
+                            "PXAT",
+                            int((max(t, now) + spec.card_retention_seconds) * 1000),
                         )
                     )
                 )
@@ -321,10 +327,9 @@ class RedisStore:
     ) -> Answer:
         # Another card had the id first: refused, even when this card's keys already hold it
         # (a second copy in the same batch, or an earlier refusal whose undo never ran).
+        own = self.card_tag(tx.card_id)[:16]
         other_card = (
-            first_card is not None
-            and card_reply[0] != -1
-            and first_card.decode() != self.card_tag(tx.card_id)[:16]
+            first_card is not None and card_reply[0] != -1 and first_card.decode() != own
         )
         if card_reply[0] == -1 or other_card:
             if terminal_reply[0] == 1:
@@ -349,7 +354,10 @@ class RedisStore:
                 fraud_timestamps=frauds[0::2],
                 fraud_known_at=frauds[1::2],
             ),
-            duplicate=bool(card_reply[0]),
+            # Seen on this card: in its history, or (older than the history keeps, when it
+            # comes again) in the id index.
+            duplicate=bool(card_reply[0])
+            or (first_card is not None and first_card.decode() == own),
         )
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:

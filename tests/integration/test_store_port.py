@@ -24,7 +24,7 @@ from .conftest import REDIS_URL
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=12)
 
 
-def _batches(seed: int) -> list[list[Transaction]]:
+def _batches(seed: int, start: datetime = T0) -> list[list[Transaction]]:
     """Traffic with what the port must agree on: repeats, a reused id with other content,
     the same id on another card, several transactions of a card in one batch."""
     rng = random.Random(seed)
@@ -48,7 +48,7 @@ def _batches(seed: int) -> list[list[Transaction]]:
                 tx = Transaction(
                     f"tx-{b}-{i}", f"c{rng.randrange(8)}", f"t{rng.randrange(4)}",
                     round(rng.uniform(1, 300), 2),
-                    T0 + timedelta(hours=b * 20 + rng.uniform(0, 30)),
+                    start + timedelta(hours=b * 20 + rng.uniform(0, 30)),
                 )
                 seen.append(tx)
                 batch.append(tx)
@@ -86,9 +86,10 @@ async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[obje
     return out
 
 
+@pytest.mark.parametrize("days_ago", [12, 400])  # recent, and older than any retention
 @pytest.mark.parametrize("ids", [True, False])
-def test_redis_answers_every_batch_as_the_reference_does(ids: bool) -> None:
-    batches = _batches(seed=11)
+def test_redis_answers_every_batch_as_the_reference_does(ids: bool, days_ago: int) -> None:
+    batches = _batches(seed=11, start=T0 - timedelta(days=days_ago - 12))
 
     async def scenario() -> tuple[list[object], list[object]]:
         redis = Redis.from_url(REDIS_URL)

@@ -381,3 +381,34 @@ def test_the_readmes_kcat_line_puts_a_card_where_the_worker_expects_it(run: Run)
     expected = {card: DefaultPartitioner()(card.encode(), every, every) for card in cards}
     assert found == expected
     assert len(set(found.values())) > 1  # the cards spread over the partitions
+
+
+# --- old events: idempotency and uniqueness hold for them too -----------------------------
+
+
+def test_an_old_transaction_delivered_again_is_a_duplicate_and_its_id_stays_unique(
+    run: Run, tmp_path: Path
+) -> None:
+    old_time = datetime.now(UTC) - timedelta(days=40)  # older than a card's history keeps
+    old = orjson.dumps({"transaction_id": "old-1", "card_id": "card-o", "terminal_id": "T-o",
+                        "amount": 12.5, "timestamp": old_time.isoformat()})
+    fresh = orjson.dumps({"transaction_id": "new-1", "card_id": "card-o", "terminal_id": "T-o",
+                          "amount": 30.0, "timestamp": datetime.now(UTC).isoformat()})
+    other_card = orjson.dumps({**orjson.loads(old), "card_id": "card-x"})
+    worker = Worker(run.env(), tmp_path / "w.log").start().wait_ready()
+    try:
+        _send(run, [old])
+        asyncio.run(consume(run.topic("decisions"), until=1))
+        _send(run, [fresh])  # trims the old one from the card's history
+        asyncio.run(consume(run.topic("decisions"), until=2))
+        _send(run, [old, other_card])  # a redelivery, and the id on another card
+        decisions = asyncio.run(consume(run.topic("decisions"), until=3))
+        dead = asyncio.run(consume(run.topic("dlq"), until=1))
+    finally:
+        worker.stop()
+    copies = [d for d in decisions if d["transaction_id"] == "old-1"]
+    assert [(d["card_id"], d["duplicate"]) for d in copies] == [("card-o", False),
+                                                                ("card-o", True)]
+    assert copies[0]["score"] == copies[1]["score"]
+    [refused] = dead
+    assert "seen before with another card" in refused["reason"]

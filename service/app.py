@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from fraudcore.errors import ModelError
+from service import redaction
 from service.agents import wire
 from service.kafka import faust_broker_options
 from service.model import ModelHolder
@@ -183,6 +184,7 @@ def build_worker(s: Settings) -> Worker:
 
 def main() -> None:
     """Console script: ``fraud-worker [faust worker options]``."""
+    redaction.install()
     try:
         settings = Settings()
         worker = build_worker(settings)

@@ -412,3 +412,22 @@ def test_an_old_transaction_delivered_again_is_a_duplicate_and_its_id_stays_uniq
     assert copies[0]["score"] == copies[1]["score"]
     [refused] = dead
     assert "seen before with another card" in refused["reason"]
+
+
+# --- secrets: no card number in the log, at any level -------------------------------------
+
+
+def test_no_card_number_in_the_log_at_debug_level(run: Run, tmp_path: Path) -> None:
+    card = "4111111111111111"
+    value = orjson.dumps({"transaction_id": "dbg-1", "card_id": card, "terminal_id": "T-d",
+                          "amount": 5.0, "timestamp": datetime.now(UTC).isoformat()})
+    worker = Worker(run.env(FRAUD_LOG_LEVEL="DEBUG"), tmp_path / "w.log").start().wait_ready()
+    try:
+        _send(run, [value])
+        assert len(asyncio.run(consume(run.topic("decisions"), until=1))) == 1
+        time.sleep(1.0)  # the acknowledgement's debug lines too
+    finally:
+        worker.stop()
+    log = worker.output()
+    assert "[DEBUG] Request to" in log  # the Kafka client did log at debug level...
+    assert card not in log  # ...without the card number

@@ -38,8 +38,12 @@ class _NoSink:
 
 async def measure(url: str, n: int, *, ids: bool) -> str:
     data = bench_data.build(n)
-    values = data.take(n, start=0).transactions_only().values
-    messages = [Message(v, Source("bench", 0, i)) for i, v in enumerate(values)]
+    records = data.take(n, start=0).transactions_only()
+    # keyed by card id, as the worker requires (a miskeyed record is only dead-lettered)
+    messages = [
+        Message(v, Source("bench", 0, i), k)
+        for i, (k, v) in enumerate(zip(records.keys, records.values, strict=True))
+    ]
     redis = Redis.from_url(url)
     prefix = f"bench-processor-{uuid.uuid4().hex[:8]}"
     store = RedisStore(redis, card_key_secret=b"bench", prefix=prefix, ids=ids)
@@ -50,9 +54,13 @@ async def measure(url: str, n: int, *, ids: bool) -> str:
         for i in range(0, half, 500):
             await pipeline.decide(messages[i : i + 500])
         wall, cpu = time.perf_counter(), time.process_time()
+        decided = dead = 0
         for i in range(half, len(messages), 500):
-            for decision in (await pipeline.decide(messages[i : i + 500])).decisions:
+            result = await pipeline.decide(messages[i : i + 500])
+            for decision in result.decisions:
                 decision.to_json()
+            decided += len(result.decisions)
+            dead += len(result.dead_letters)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
@@ -60,6 +68,9 @@ async def measure(url: str, n: int, *, ids: bool) -> str:
             await redis.unlink(*keys[i : i + 5000])
         await redis.aclose()
     measured = len(messages) - half
+    if decided != measured:
+        # a rate of dead letters is not a rate of decisions
+        raise RuntimeError(f"{measured} measured, {decided} decided, {dead} dead-lettered")
     return (
         f"{measured / wall:,.0f} transactions/s in-process (id index {'on' if ids else 'off'}): "
         f"{wall / measured * 1e6:.1f} µs of wall and {cpu / measured * 1e6:.1f} µs of this "

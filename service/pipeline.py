@@ -49,6 +49,7 @@ import numpy as np
 from fraudcore import SPEC, CardHistory, LabelEvent, TerminalHistory, Transaction, compute, decide
 from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
 from service import metrics
+from service.backlog import MAX_UNRECORDED, Backlog
 from service.delivery import Delivery, Output, send_until_acknowledged
 from service.ports import Answer, Models, Sink, StateStore
 from service.readiness import Readiness
@@ -74,11 +75,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Transactions decided on empty history (fail-open) kept to be recorded once the store is
-#: back; beyond this many the oldest are dropped (and counted), so memory stays bounded.
-MAX_UNRECORDED = 200_000
-#: Backlog transactions recorded per store call once the store is back.
-_BACKLOG_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +164,7 @@ class BatchPipeline:
         self.readiness = readiness if readiness is not None else Readiness()
         self.decode = decode  # bytes -> a validated transaction (InvalidEvent if not)
         self.features = features  # the feature vector of a transaction and its histories
-        self._unrecorded: list[Transaction] = []  # fail-open: decided, not yet recorded
+        self._backlog = Backlog(limit=options.max_unrecorded)  # fail-open: not yet recorded
         self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
         self._send_turn = asyncio.Lock()  # outputs are queued in batch order
 
@@ -292,7 +288,7 @@ class BatchPipeline:
             feature_seconds += time.perf_counter() - begin
 
         try:
-            await self._record_unrecorded()
+            await self._backlog.record(self.store)
             await self.store.exchange([tx for tx, _ in valid], on_part=take)
             if unrecord:
                 # No decision: no recorded state either, so a redelivery is decided as new.
@@ -319,36 +315,16 @@ class BatchPipeline:
         valid = [tx for tx, _ in decoded.valid]
         log.warning("state unavailable, deciding %d events on empty history: %s", len(valid), exc)
         metrics.DEGRADED.inc(len(valid))
-        self._keep_unrecorded(valid)
+        self._backlog.keep(valid)
         empty = TerminalHistory(counts=[0] * len(SPEC.terminal_windows_days))
         rows = [self.features(tx, CardHistory(), empty) for tx in valid]
         dead = self._dead_letters(decoded.refused, decoded.poison)
         return _Exchanged(dead, rows, [(tx, False) for tx in valid], True)
 
-    def _keep_unrecorded(self, transactions: list[Transaction]) -> None:
-        self._unrecorded += transactions
-        excess = len(self._unrecorded) - self.options.max_unrecorded
-        if excess > 0:
-            del self._unrecorded[:excess]
-            metrics.UNRECORDED_DROPPED.inc(excess)
-            log.error(
-                "fail-open backlog full: %d degraded transactions will never be recorded",
-                excess,
-            )
-
-    async def _record_unrecorded(self) -> None:
-        """Record the transactions decided while the store was away, in their order, before
-        any newer one: later features then count them as an uninterrupted run would."""
-        while self._unrecorded:
-            chunk = self._unrecorded[:_BACKLOG_CHUNK]
-            await self.store.exchange(chunk)  # the answers were given already, degraded
-            del self._unrecorded[: len(chunk)]
-            metrics.RECORDED_LATE.inc(len(chunk))
-
     @property
     def unrecorded(self) -> int:
         """Degraded transactions waiting to be recorded."""
-        return len(self._unrecorded)
+        return len(self._backlog)
 
     async def _decide(self, exchanged: _Exchanged) -> BatchResult:
         """Score the batch and apply the policy; held while the model fails."""

@@ -327,10 +327,8 @@ class RedisStore:
     ) -> Answer:
         # Another card had the id first: refused, even when this card's keys already hold it
         # (a second copy in the same batch, or an earlier refusal whose undo never ran).
-        own = self.card_tag(tx.card_id)[:16]
-        other_card = (
-            first_card is not None and card_reply[0] != -1 and first_card.decode() != own
-        )
+        own = self.card_tag(tx.card_id)[:16].encode()  # as the id key holds it
+        other_card = first_card is not None and card_reply[0] != -1 and first_card != own
         if card_reply[0] == -1 or other_card:
             if terminal_reply[0] == 1:
                 undo.append(
@@ -356,8 +354,7 @@ class RedisStore:
             ),
             # Seen on this card: in its history, or (older than the history keeps, when it
             # comes again) in the id index.
-            duplicate=bool(card_reply[0])
-            or (first_card is not None and first_card.decode() == own),
+            duplicate=bool(card_reply[0]) or first_card == own,
         )
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:

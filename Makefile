@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install lock audit train worker produce tail demo test test-unit test-integration lint coverage bench bench-quick soak chaos clean
+.PHONY: help install lock audit train worker produce tail backfill demo test test-unit test-integration lint coverage bench bench-quick soak chaos clean
 
 help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
@@ -40,6 +40,13 @@ produce: $(INSTALLED)
 
 tail: $(INSTALLED)
 	$(PY) -m fraudtools.tail
+
+# Rebuild the Redis feature state after Redis lost its data, deciding nothing: from the
+# topics' retained range, or from a history file with DATA=... (fraudtools/backfill.py).
+# FRAUD_* as the worker's (the development card-key secret as for make worker).
+backfill: $(INSTALLED)
+	FRAUD_ENV=$${FRAUD_ENV:-development} $(PY) -m fraudtools.backfill \
+		$(if $(DATA),--data $(DATA),--topic) $(BACKFILL_FLAGS)
 
 demo: $(INSTALLED) up
 	$(PY) -m fraudtools.demo

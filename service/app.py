@@ -31,7 +31,7 @@ from service.sink import ProducerSink
 from service.state import RedisStore
 from service.web import add_pages
 
-__all__ = ["StartupError", "Worker", "build_worker", "main"]
+__all__ = ["StartupError", "Worker", "build_store", "build_worker", "check_redis", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,23 @@ def check_redis(s: Settings) -> None:
         )
 
 
+def build_store(s: Settings) -> RedisStore:
+    """The worker's Redis client and store, from its settings (URL, TLS, card-key secret,
+    prefix, id index): ``fraud-backfill`` writes through the same one. Contacts nothing.
+
+    Raises :class:`StartupError` for the public development secret outside development."""
+    _refuse_the_development_secret(s)
+    redis = Redis.from_url(
+        s.redis_url.get_secret_value(), socket_timeout=5.0, **_redis_options(s)
+    )
+    return RedisStore(
+        redis,
+        card_key_secret=s.card_key_secret.get_secret_value().encode(),
+        prefix=s.redis_key_prefix,
+        ids=s.unique_ids_across_cards,
+    )
+
+
 @dataclass(frozen=True)
 class Worker:
     """A built worker: the Faust app and the parts wired into it."""
@@ -153,15 +170,7 @@ def build_worker(s: Settings) -> Worker:
         models = ModelHolder(s.model_dir)
     except ModelError as exc:
         raise StartupError(str(exc)) from exc
-    redis = Redis.from_url(
-        s.redis_url.get_secret_value(), socket_timeout=5.0, **_redis_options(s)
-    )
-    store = RedisStore(
-        redis,
-        card_key_secret=s.card_key_secret.get_secret_value().encode(),
-        prefix=s.redis_key_prefix,
-        ids=s.unique_ids_across_cards,
-    )
+    store = build_store(s)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     app = _faust_app(s)
     pipeline = BatchPipeline(

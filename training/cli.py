@@ -25,13 +25,14 @@ from training.dataset import COLUMNS, DatasetError, normalise, read_transactions
 if TYPE_CHECKING:  # training.pipeline loads scikit-learn and onnx: only when training
     from training.pipeline import TrainingRun
 
-__all__ = ["main"]
+__all__ = ["main", "parse_columns"]
 
 log = logging.getLogger("training")
 
 
-def _columns(text: str) -> dict[str, str]:
-    """``TX_AMOUNT=amount,TX_DATETIME=ts`` -> mapping of canonical to the file's names."""
+def parse_columns(text: str) -> dict[str, str]:
+    """``TX_AMOUNT=amount,TX_DATETIME=ts`` -> mapping of canonical to the file's names (the
+    ``--columns`` option's type, here and in ``fraud-backfill``)."""
     mapping = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         canonical, sep, theirs = part.partition("=")
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed for --generate")
     train.add_argument(
         "--columns",
-        type=_columns,
+        type=parse_columns,
         default=None,
         help="map canonical to your column names: TX_AMOUNT=amount,...",
     )

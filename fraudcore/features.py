@@ -77,6 +77,14 @@ class FeatureSpec:
     short_window_seconds: int = 3_600
     no_fraud_age_days: float = 60.0
     grace_days: int = 3  # how far (event time) one partition may run ahead of another
+    # Bounds in size as well as age, so that the cost of one event never grows with a key's
+    # history past them (a bot's burst on one card, a label flood on one terminal): a card
+    # keeps its newest ``card_max_entries`` transactions, a terminal its newest
+    # ``terminal_max_entries`` transactions and ``terminal_max_labels`` fraud labels (by
+    # transaction time). Far above any card or terminal of the benchmark.
+    card_max_entries: int = 500
+    terminal_max_entries: int = 100_000
+    terminal_max_labels: int = 250
 
     @property
     def card_retention_seconds(self) -> float:

@@ -5,18 +5,33 @@ history *before* it and records it, in one step. It is idempotent on the transac
 the same transaction again changes nothing and gets the same history back (the history
 never includes the transaction itself); the same id with other content raises
 :class:`~fraudcore.errors.DuplicateConflict`. Entries older than the retention of
-:class:`~fraudcore.features.FeatureSpec` are dropped, so memory stays bounded.
+:class:`~fraudcore.features.FeatureSpec` are dropped, and each card and terminal keeps at
+most the spec's ``*_max_*`` newest entries, so memory and the cost of one event stay
+bounded. The order of the steps is the Redis scripts' (``service/state.py``), so both
+stores keep the same entries::
+
+    card:      drop entries older than the retention; drop the transaction itself if it is
+               there (a duplicate); drop the oldest until card_max_entries - 1 are left;
+               the history is what is left; record the transaction
+    terminal:  record the transaction; drop entries older than the retention; drop the
+               oldest until terminal_max_entries are left; count
+    label:     record it (the first label of a transaction wins); drop the oldest until
+               terminal_max_labels are left
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from typing import Literal
 
 from fraudcore.errors import DuplicateConflict
 from fraudcore.events import LabelEvent, Transaction
 from fraudcore.features import SPEC, CardHistory, FeatureSpec, TerminalHistory, terminal_windows
 
-__all__ = ["InMemoryStore", "Timeline"]
+__all__ = ["InMemoryStore", "LabelCheck", "Timeline"]
+
+#: What :meth:`InMemoryStore.check_label` finds for a label.
+LabelCheck = Literal["match", "mismatch", "unknown", "absent"]
 
 _LAST_ID = "\U0010ffff"  # sorts after every id, so (time, _LAST_ID, _INF) ends a time
 _INF = float("inf")
@@ -33,6 +48,10 @@ class Timeline:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def newest(self) -> float | None:
+        """The time of the newest entry, if any."""
+        return self._entries[-1][0] if self._entries else None
 
     def get(self, entry_id: str) -> tuple[float, float, str] | None:
         """``(time, value, tag)`` of an entry, if it is there."""
@@ -63,7 +82,15 @@ class Timeline:
 
     def trim(self, before: float) -> None:
         """Drop entries at or before ``before``."""
-        cut = self._index(before)
+        self._drop(self._index(before))
+
+    def keep(self, newest: int) -> int:
+        """Drop the oldest entries until at most ``newest`` are left; returns how many went."""
+        cut = max(len(self._entries) - newest, 0)
+        self._drop(cut)
+        return cut
+
+    def _drop(self, cut: int) -> None:
         if cut:
             for _, entry_id, _ in self._entries[:cut]:
                 del self._ids[entry_id]
@@ -89,6 +116,9 @@ class InMemoryStore:
         self.cards: dict[str, Timeline] = {}
         self.terminals: dict[str, Timeline] = {}
         self.labels: dict[str, Timeline] = {}
+        self._grace = spec.grace_days * 86_400.0
+        #: Entries dropped by the size bounds (not by age) so far: "card", "terminal", "label".
+        self.capped: dict[str, int] = {"card": 0, "terminal": 0, "label": 0}
 
     def exchange(self, tx: Transaction) -> tuple[CardHistory, TerminalHistory]:
         """The histories before ``tx``; then ``tx`` is recorded (once)."""
@@ -100,13 +130,17 @@ class InMemoryStore:
                 f"transaction {tx.transaction_id!r} was seen before with another time, amount "
                 "or terminal; the first one stands. Give a corrected transaction a new id."
             )
-        card.trim(t - self.spec.card_retention_seconds)
+        spec = self.spec
+        card.trim(t - spec.card_retention_seconds)
+        card.discard(tx.transaction_id)  # a duplicate: recorded again below, as it was
+        self.capped["card"] += card.keep(spec.card_max_entries - 1)
+        card_entries = card.since(t - spec.card_retention_seconds, excluding=tx.transaction_id)
         card.add(t, tx.transaction_id, tx.amount, tag=tx.terminal_id)
         terminal = self.terminals.setdefault(tx.terminal_id, Timeline())
-        terminal.trim(t - self.spec.terminal_retention_seconds)
         terminal.add(t, tx.transaction_id, 0.0)
+        terminal.trim(t - spec.terminal_retention_seconds)
+        self.capped["terminal"] += terminal.keep(spec.terminal_max_entries)
 
-        card_entries = card.since(t - self.spec.card_retention_seconds, excluding=tx.transaction_id)
         labels = self.labels.get(tx.terminal_id)
         label_entries = (
             labels.since(t - self.spec.terminal_retention_seconds, excluding="") if labels else []
@@ -131,6 +165,29 @@ class InMemoryStore:
         if terminal is not None:
             terminal.discard(tx.transaction_id)
 
+    def check_label(self, label: LabelEvent) -> LabelCheck:
+        """Whether a label names a transaction this store recorded: ``"match"``,
+        ``"mismatch"`` (recorded with other content), ``"unknown"`` (not recorded yet,
+        never, or no longer held) or ``"absent"`` (unknown, and its card recorded
+        transactions more than the grace later: a card's transactions come in order, so
+        this one never will).
+
+        While the card holds the transaction, its card, terminal, amount and time are
+        compared; after the card let it go (older than its retention, or beyond its size
+        bound) the terminal's record still gives its time (for the terminal's longer
+        retention and larger bound), so a busy card's old frauds can still be labelled."""
+        card = self.cards.get(label.card_id)
+        seen = card.get(label.transaction_id) if card is not None else None
+        if seen is not None:
+            same = seen == (label.epoch, label.amount, label.terminal_id)
+            return "match" if same else "mismatch"
+        terminal = self.terminals.get(label.terminal_id)
+        at = terminal.get(label.transaction_id) if terminal is not None else None
+        if at is not None:
+            return "match" if at[0] == label.epoch else "mismatch"
+        newest = card.newest() if card is not None else None
+        return "absent" if newest is not None and newest > label.epoch + self._grace else "unknown"
+
     def add_label(self, label: LabelEvent) -> None:
         """Record that ``label.transaction_id`` was fraud, known at ``label.known_at``.
 
@@ -138,3 +195,4 @@ class InMemoryStore:
         ahead of time is kept until it is too old for any transaction."""
         labels = self.labels.setdefault(label.terminal_id, Timeline())
         labels.add(label.epoch, label.transaction_id, label.known_epoch)
+        self.capped["label"] += labels.keep(self.spec.terminal_max_labels)

@@ -6,6 +6,7 @@ delay; both are keyed by card id, like every topic of the project.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 
 from training.dataset import label_events
 
-__all__ = ["Record", "feed", "label_value", "transaction_value"]
+__all__ = ["Record", "feed", "label_value", "transaction_value", "with_labels_behind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +77,17 @@ def feed(frame: pd.DataFrame, *, delay_days: float, labels: bool = True) -> list
         ]
     records.sort(key=lambda r: (r.event_time, r.kind != "label"))
     return records
+
+
+def with_labels_behind(records: Sequence[Record]) -> list[Record]:
+    """The transactions in order, each fraud's label (when it is known within the stream)
+    right behind its transaction: a label must name a recorded transaction, and it counts
+    only from its known time on, so sending it early changes no feature."""
+    labels = {r.transaction_id: r for r in records if r.kind == "label"}
+    out: list[Record] = []
+    for r in records:
+        if r.kind == "transaction":
+            out.append(r)
+            if r.transaction_id in labels:
+                out.append(labels[r.transaction_id])
+    return out

@@ -55,6 +55,7 @@ def wire(
         heartbeat_interval_ms=int(settings.kafka_session_timeout_seconds * 250),
         **kafka_client_options(settings),
     )
+    pipeline.lineage.decided_before = consumer.decided_before
     # Typed for a class, but an instance is started as it is (App._prepare_subservice).
     app.service(cast("type[ServiceT]", consumer))
     labels = app.topic(

@@ -184,10 +184,13 @@ def build_worker(s: Settings) -> Worker:
             max_future_seconds=s.max_future_seconds,
             retry_max_seconds=s.retry_max_seconds,
             miskeyed=s.miskeyed_policy,
+            label_wait_seconds=s.label_wait_seconds,
         ),
     )
     wire(app, settings=s, pipeline=pipeline, models=models)
-    add_pages(app, store=store, models=models, readiness=pipeline.readiness)
+    add_pages(
+        app, store=store, models=models, readiness=pipeline.readiness, lineage=pipeline.lineage
+    )
     return Worker(s, app, models, store, pipeline)
 
 

@@ -101,6 +101,14 @@ class BatchConsumer(mode.Service):
         await self._consumer.start()
         self._fetching: asyncio.Future[None] = self.add_future(self._run())
 
+    async def decided_before(self) -> bool:
+        """Whether this group has committed offsets on a partition this worker was given:
+        it decided transactions before (service.lineage tells a loss from a first start)."""
+        for tp in self._consumer.assignment():
+            if await self._consumer.committed(tp) is not None:
+                return True
+        return False
+
     async def on_stop(self) -> None:
         # Finish the batches in hand and commit them, then leave the group.
         try:

@@ -12,6 +12,8 @@ Keys (``P`` = prefix and feature-spec version, e.g. ``fraud:v1``)::
     P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
     P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
     P:id:{<transaction id>}        STRING the first card (keyed hash, 16 digits) with this id
+    P:lineage                      STRING the state's marker: generation|since|complete
+                                          (service.lineage: is the state whole?)
 
 Each key carries a hash tag (``{...}``): a card's, a terminal's or an id's keys share one
 slot, so every script call stays on one shard of a Redis Cluster. Card ids appear only as
@@ -66,6 +68,10 @@ class KeyLayout:
 
     def transaction_id(self, transaction_id: str) -> str:
         return f"{self.root}:id:{{{transaction_id}}}"
+
+    @property
+    def lineage(self) -> str:
+        return f"{self.root}:lineage"
 
     def pattern(self, kind: str = "*") -> str:
         """A ``SCAN MATCH`` pattern: ``"card"``, ``"t"`` or ``"id"`` keys, or every key."""

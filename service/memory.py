@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 
 from fraudcore import SPEC, FeatureSpec, InMemoryStore, LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
-from service.ports import Answer, Exchange, OnPart
+from fraudcore.state import LabelCheck
+from service.lineage import Lineage
+from service.ports import Answer, Exchange, LabelsAnswer, OnPart
 
 __all__ = ["MemoryStore"]
 
@@ -38,7 +40,8 @@ class MemoryStore:
         self.down = False  # an outage: every call raises StateUnavailable
         # transaction id -> (the first card that used it, until when it is remembered)
         self.first_card: dict[str, tuple[str, float]] = {}
-        self.labels: list[LabelEvent] = []  # every label recorded, in order
+        self.labels: list[LabelEvent] = []  # every label recorded (it matched), in order
+        self.marker: Lineage | None = None  # the state's lineage marker (service.lineage)
 
     async def exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None = None
@@ -72,11 +75,19 @@ class MemoryStore:
         duplicate = first == tx.card_id or (
             card is not None and card.get(tx.transaction_id) is not None
         )
+        capped = self.state.capped
+        card_capped, terminal_capped = capped["card"], capped["terminal"]
         try:
             card_history, terminal_history = self.state.exchange(tx)
         except DuplicateConflict as conflict:
             return conflict
-        return Exchange(card_history, terminal_history, duplicate)
+        return Exchange(
+            card_history,
+            terminal_history,
+            duplicate,
+            card_capped=capped["card"] - card_capped,
+            terminal_capped=capped["terminal"] - terminal_capped,
+        )
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:
         self._check()
@@ -86,11 +97,45 @@ class MemoryStore:
             if known is not None and known[0] == tx.card_id:
                 del self.first_card[tx.transaction_id]
 
-    async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
+    async def add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
         self._check()
+        checks: list[LabelCheck] = []
+        before = self.state.capped["label"]
         for label in labels:
-            self.state.add_label(label)
-            self.labels.append(label)
+            check = self.state.check_label(label)
+            card = self.state.cards.get(label.card_id)
+            on_card = card is not None and card.get(label.transaction_id) is not None
+            if check == "match" and not on_card and self.ids:
+                known = self.first_card.get(label.transaction_id)
+                if known is not None and known[1] > self.clock() and known[0] != label.card_id:
+                    check = "mismatch"  # the id index says another card used it
+            checks.append(check)
+            if check == "match":
+                self.state.add_label(label)
+                self.labels.append(label)
+        return LabelsAnswer(checks, self.state.capped["label"] - before)
+
+    async def lineage(self) -> Lineage | None:
+        self._check()
+        return self.marker
+
+    async def start_lineage(self, lineage: Lineage) -> Lineage:
+        self._check()
+        if self.marker is None:
+            self.marker = lineage
+        return self.marker
+
+    async def complete_lineage(self) -> Lineage:
+        self._check()
+        current = self.marker or Lineage.new(now=self.clock(), complete=True)
+        self.marker = Lineage(current.generation, current.since, True)
+        return self.marker
+
+    def flush(self) -> None:
+        """Lose every piece of state, marker included (as FLUSHALL does to Redis)."""
+        self.state = InMemoryStore(spec=self.spec)
+        self.first_card.clear()
+        self.marker = None
 
     async def ping(self) -> bool:
         return not self.down

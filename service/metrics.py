@@ -18,12 +18,17 @@ __all__ = [
     "BATCH_SIZE",
     "DEAD_LETTERS",
     "DECISIONS",
+    "CAPPED",
     "DEGRADED",
+    "PARTIAL_STATE",
+    "STATE_LOST",
+    "STATE_PARTIAL",
     "EVENT_TO_DECISION_SECONDS",
     "FAULTS",
     "GC_FROZEN",
     "GC_PAUSES",
     "LABELS",
+    "LABELS_WAITING",
     "MODEL_FAILURES",
     "MODEL_INFO",
     "MODEL_REFUSED",
@@ -44,6 +49,25 @@ DEAD_LETTERS = Counter(
     "fraud_dead_letters_total", "Events sent to the dead-letter topic", ["topic"]
 )
 LABELS = Counter("fraud_labels_total", "Fraud labels recorded")
+CAPPED = Counter(
+    "fraud_capped_total",
+    "History entries dropped by a size bound (FeatureSpec card_max_entries, "
+    "terminal_max_entries, terminal_max_labels), by entity: a busy card or terminal",
+    ["entity"],
+)
+LABELS_WAITING = Gauge(
+    "fraud_labels_waiting", "Labels waiting for their transaction to be recorded"
+)
+STATE_LOST = Counter(
+    "fraud_state_lost_total", "Times the feature state was found lost (its marker gone or changed)"
+)
+STATE_PARTIAL = Gauge(
+    "fraud_state_partial",
+    "1 while the feature state is partial (lost, not rebuilt, younger than the retention)",
+)
+PARTIAL_STATE = Counter(
+    "fraud_partial_state_decisions_total", "Decisions made on a partial feature state (degraded)"
+)
 DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made without state (fail-open)")
 RECORDED_LATE = Counter(
     "fraud_recorded_late_total", "Degraded transactions recorded in Redis once it was back"

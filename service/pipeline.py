@@ -46,21 +46,17 @@ from typing import Literal
 
 import numpy as np
 
-from fraudcore import SPEC, CardHistory, LabelEvent, TerminalHistory, Transaction, compute, decide
+from fraudcore import SPEC, CardHistory, TerminalHistory, Transaction, compute, decide
 from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
 from service import metrics
 from service.backlog import MAX_UNRECORDED, Backlog
+from service.dead_letters import DeadLetters, internal, systemic
 from service.delivery import Delivery, Output, send_until_acknowledged
+from service.labels import LabelOptions, LabelPath, Progress
+from service.lineage import StateLineage
 from service.ports import Answer, Models, Sink, StateStore
 from service.readiness import Readiness
-from service.records import (
-    DeadLetter,
-    Decision,
-    Message,
-    dead_letter,
-    decode_label,
-    decode_transaction,
-)
+from service.records import DeadLetter, Decision, Message, decode_transaction
 from service.retry import Sleep, Unavailable, hold, retry
 
 __all__ = [
@@ -74,7 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +90,7 @@ class Options:
     max_unrecorded: int = MAX_UNRECORDED
     # a record keyed other than by its card id: dead-lettered, or accepted (and counted)
     miskeyed: Literal["dead-letter", "accept"] = "dead-letter"
+    label_wait_seconds: float = 30.0  # a label waits this long for its transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +109,6 @@ class _Decoded:
     valid: list[tuple[Transaction, Message]]
     refused: list[tuple[Message, str]]
     poison: list[tuple[Message, str]]
-
-
-def _internal(exc: BaseException) -> str:
-    return f"internal error ({type(exc).__name__}): {exc}"
-
-
-def _systemic(failed: int, succeeded: int) -> bool:
-    """Every message of a batch failed alone with an unexpected error: that is no longer
-    the messages' fault but the system's (a bug that fails everything), so it is held."""
-    return failed >= 2 and succeeded == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +151,24 @@ class BatchPipeline:
         self.decode = decode  # bytes -> a validated transaction (InvalidEvent if not)
         self.features = features  # the feature vector of a transaction and its histories
         self._backlog = Backlog(limit=options.max_unrecorded)  # fail-open: not yet recorded
+        self._dead = DeadLetters(clock=clock, miskeyed=options.miskeyed)
+        self._recorded = Progress()  # wakes labels waiting for their transactions
+        self.lineage = StateLineage(store, clock=clock)  # is the state whole?
+        self._labels = LabelPath(
+            store,
+            dead=self._dead,
+            readiness=self.readiness,
+            deliver=self._send_until_acknowledged,
+            dlq=topics.dlq,
+            options=LabelOptions(
+                max_future_seconds=options.max_future_seconds,
+                retry_max_seconds=options.retry_max_seconds,
+                wait_seconds=options.label_wait_seconds,
+            ),
+            progress=self._recorded,
+            clock=clock,
+            sleep=sleep,
+        )
         self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
         self._send_turn = asyncio.Lock()  # outputs are queued in batch order
 
@@ -205,7 +209,7 @@ class BatchPipeline:
                 sleep=self.sleep,
             )
             if not decoded.valid:
-                return _Exchanged(self._dead_letters(decoded.refused, decoded.poison))
+                return _Exchanged(self._dead.many(decoded.refused, decoded.poison))
             return await hold(
                 partial(self._exchange_state, decoded),
                 what="scoring",
@@ -213,11 +217,11 @@ class BatchPipeline:
                 sleep=self.sleep,
             )
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
-            return _Exchanged(self._dead_batch(batch, "scoring", exc))
+            return _Exchanged(self._dead.batch(batch, "scoring", exc))
 
     async def _decode_unless_systemic(self, batch: Sequence[Message]) -> _Decoded | Unavailable:
         decoded = self._decode(batch)
-        if _systemic(len(decoded.poison), len(decoded.valid)):
+        if systemic(len(decoded.poison), len(decoded.valid)):
             reason = f"every message of a batch fails to decode: {decoded.poison[0][1]}"
             self.readiness.fault("decoding", reason)
             return Unavailable(reason, part="decoding")
@@ -238,7 +242,7 @@ class BatchPipeline:
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
                 log.exception("decoding %s failed", message.where)
-                poison.append((message, _internal(exc)))
+                poison.append((message, internal(exc)))
                 continue
             if tx.epoch > horizon:
                 # State is trimmed relative to event time: one event from the far future
@@ -249,7 +253,7 @@ class BatchPipeline:
                 )
                 refused.append((message, reason))
                 continue
-            miskeyed = self._miskeyed(message, tx.card_id)
+            miskeyed = self._dead.miskeyed(message, tx.card_id)
             if miskeyed:
                 refused.append((message, miskeyed))
                 continue
@@ -280,16 +284,25 @@ class BatchPipeline:
                     rows.append(self.features(tx, answer.card, answer.terminal))
                 except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
                     log.exception("features of %s failed", message.where)
-                    poison.append((message, _internal(exc)))
+                    poison.append((message, internal(exc)))
                     if not answer.duplicate:
                         unrecord.append(tx)
                     continue
                 scored.append((tx, answer.duplicate))
+                if answer.card_capped:
+                    metrics.CAPPED.labels("card").inc(answer.card_capped)
+                if answer.terminal_capped:
+                    metrics.CAPPED.labels("terminal").inc(answer.terminal_capped)
             feature_seconds += time.perf_counter() - begin
 
         try:
             await self._backlog.record(self.store)
-            await self.store.exchange([tx for tx, _ in valid], on_part=take)
+            # The state's marker is read beside the exchange, not after it (service.lineage).
+            lineage = asyncio.ensure_future(self.lineage.check())
+            try:
+                await self.store.exchange([tx for tx, _ in valid], on_part=take)
+            finally:
+                partial = await self.lineage.settle(lineage)
             if unrecord:
                 # No decision: no recorded state either, so a redelivery is decided as new.
                 await self.store.forget(unrecord)
@@ -299,16 +312,19 @@ class BatchPipeline:
                 return Unavailable(str(exc))
             return self._decided_on_empty_history(decoded, exc)
         self.readiness.clear("state")
-        if _systemic(len(poison), len(scored)):
+        self._recorded.moved()
+        if systemic(len(poison), len(scored)):
             reason = f"the features of every transaction of a batch fail: {poison[0][1]}"
             self.readiness.fault("features", reason)
             return Unavailable(reason, part="features")
         self.readiness.clear("features")
-        dead = self._dead_letters(decoded.refused + conflicts, decoded.poison + poison)
+        dead = self._dead.many(decoded.refused + conflicts, decoded.poison + poison)
         state_seconds = time.perf_counter() - started - feature_seconds
         metrics.STAGE_SECONDS.labels("redis").observe(state_seconds)
         metrics.STAGE_SECONDS.labels("features").observe(feature_seconds)
-        return _Exchanged(dead, rows, scored)
+        if partial:
+            metrics.PARTIAL_STATE.inc(len(scored))
+        return _Exchanged(dead, rows, scored, degraded=partial)
 
     def _decided_on_empty_history(self, decoded: _Decoded, exc: Exception) -> _Exchanged:
         """Fail-open: features of a first-seen card and terminal; recorded later."""
@@ -318,7 +334,7 @@ class BatchPipeline:
         self._backlog.keep(valid)
         empty = TerminalHistory(counts=[0] * len(SPEC.terminal_windows_days))
         rows = [self.features(tx, CardHistory(), empty) for tx in valid]
-        dead = self._dead_letters(decoded.refused, decoded.poison)
+        dead = self._dead.many(decoded.refused, decoded.poison)
         return _Exchanged(dead, rows, [(tx, False) for tx in valid], True)
 
     @property
@@ -413,84 +429,6 @@ class BatchPipeline:
     # -- labels --------------------------------------------------------------------------
 
     async def labels(self, batch: Sequence[Message]) -> int:
-        """Record a batch of label events and deliver its dead letters; returns how many
-        labels were recorded. Labels are never decided on: they always wait for the store."""
-        labels: list[LabelEvent] = []
-        dead: list[DeadLetter] = []
-        try:
-            for message in batch:
-                try:
-                    label = decode_label(message.value)
-                except InvalidEvent as exc:
-                    dead.append(self._dead_letter(message, str(exc)))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
-                    log.exception("decoding %s failed", message.where)
-                    metrics.POISON.inc()
-                    dead.append(self._dead_letter(message, _internal(exc)))
-                    continue
-                miskeyed = self._miskeyed(message, label.card_id)
-                if miskeyed:
-                    dead.append(self._dead_letter(message, miskeyed))
-                else:
-                    labels.append(label)
-            await hold(
-                partial(self._add_labels, labels),
-                what="labels",
-                max_delay=self.options.retry_max_seconds,
-                sleep=self.sleep,
-            )
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
-            labels, dead = [], self._dead_batch(batch, "labels", exc)
-        metrics.LABELS.inc(len(labels))
-        if dead:
-            dlq = self.topics.dlq
-            await self._send_until_acknowledged([Output(dlq, d.key, d.value) for d in dead])
-        return len(labels)
-
-    async def _add_labels(self, labels: list[LabelEvent]) -> None | Unavailable:
-        try:
-            await self.store.add_labels(labels)
-        except StateUnavailable as exc:
-            self.readiness.fault("state", str(exc))
-            return Unavailable(str(exc))
-        self.readiness.clear("state")
-        return None
-
-    # -- dead letters --------------------------------------------------------------------
-
-    def _miskeyed(self, message: Message, card_id: str) -> str | None:
-        """Why a record keyed other than by its card id is refused, or None when it is not
-        (keyed right, or accepted and counted under ``miskeyed="accept"``)."""
-        if message.key == card_id.encode():
-            return None
-        metrics.MISKEYED.labels(message.source.topic).inc()
-        if self.options.miskeyed == "accept":
-            return None
-        return (
-            "key: the record's Kafka key is not its card_id (or is empty); produce with "
-            "key = card_id, so that a card's events stay on one partition, in order"
-        )
-
-    def _dead_letter(self, message: Message, reason: str) -> DeadLetter:
-        src = message.source
-        log.info("dead letter %s: %s", message.where, reason)
-        metrics.DEAD_LETTERS.labels(src.topic).inc()
-        return DeadLetter(message.key, dead_letter(message.value, src, reason, at=self.clock()))
-
-    def _dead_letters(
-        self, refused: list[tuple[Message, str]], poison: list[tuple[Message, str]]
-    ) -> list[DeadLetter]:
-        """The batch's dead letters: the refused messages, then the poison (counted apart)."""
-        if poison:
-            metrics.POISON.inc(len(poison))
-        return [self._dead_letter(m, reason) for m, reason in refused + poison]
-
-    def _dead_batch(
-        self, batch: Sequence[Message], what: str, exc: Exception
-    ) -> list[DeadLetter]:
-        """A bug must not lose the batch: every message goes to the dead-letter topic."""
-        log.exception("%s failed on a batch of %d; dead-lettering it", what, len(batch))
-        now = self.clock()
-        reason = _internal(exc)
-        return [DeadLetter(m.key, dead_letter(m.value, m.source, reason, at=now)) for m in batch]
+        """Check and record a batch of label events (:mod:`service.labels`) and deliver its
+        dead letters; returns how many labels were recorded."""
+        return await self._labels.record(batch)

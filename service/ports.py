@@ -21,11 +21,14 @@ from typing import Protocol
 
 from fraudcore import CardHistory, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
+from fraudcore.state import LabelCheck
+from service.lineage import Lineage
 from service.model import Model
 
 __all__ = [
     "Answer",
     "Exchange",
+    "LabelsAnswer",
     "Models",
     "OnPart",
     "Sink",
@@ -41,6 +44,21 @@ class Exchange:
     card: CardHistory
     terminal: TerminalHistory
     duplicate: bool
+    #: Entries the size bounds (``FeatureSpec.*_max_*``) dropped from the card's and the
+    #: terminal's history as this one was recorded: a card or terminal beyond its bound.
+    card_capped: int = 0
+    terminal_capped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsAnswer:
+    """What the store did with a batch of labels: per label, in order, what it found
+    (``"match"``: recorded; ``"unknown"``, ``"mismatch"``: recorded nowhere, see
+    :meth:`fraudcore.InMemoryStore.check_label`), and how many older labels the terminals'
+    size bound dropped."""
+
+    checks: list[LabelCheck]
+    capped: int = 0
 
 
 #: Per transaction, in batch order: its histories, or why its id is refused.
@@ -69,12 +87,26 @@ class StateStore(Protocol):
         decision. Only for transactions that exchange answered as not duplicates."""
         ...
 
-    async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
-        """Record fraud labels on their terminals (the first label of a transaction wins)."""
+    async def add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
+        """Record fraud labels on their terminals, each only if it matches the transaction
+        recorded under its id (card, terminal, amount, time); the first label of a
+        transaction wins."""
         ...
 
     async def ping(self) -> bool:
         """Whether the store answers right now (for ``/health``); never raises."""
+        ...
+
+    async def lineage(self) -> Lineage | None:
+        """The state's marker (:mod:`service.lineage`), or None when there is none."""
+        ...
+
+    async def start_lineage(self, lineage: Lineage) -> Lineage:
+        """Write the marker unless there is one; returns the marker there afterwards."""
+        ...
+
+    async def complete_lineage(self) -> Lineage:
+        """Mark the state complete (rebuilt by ``fraud-backfill``)."""
         ...
 
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     max_future_seconds: float = Field(
         3600.0, gt=0, description="events dated further ahead of the clock are dead-lettered"
     )
+    label_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="how long a label read before its transaction was recorded waits for it "
+        "before it is dead-lettered as unknown (the rest of its batch is recorded meanwhile)",
+    )
     kafka_session_timeout_seconds: float = Field(
         10.0, gt=0, description="how soon the group notices a dead worker and rebalances"
     )

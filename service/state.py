@@ -21,11 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import struct
-import sys
 import time
-import zlib
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +31,15 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from fraudcore import SPEC, CardHistory, FeatureSpec, LabelEvent, TerminalHistory, Transaction
+from fraudcore import SPEC, FeatureSpec, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.features import terminal_windows
+from fraudcore.state import LabelCheck
+from service import scripts
 from service.keys import KeyLayout
-from service.ports import Answer, Exchange, OnPart
+from service.lineage import Lineage
+from service.ports import Answer, Exchange, LabelsAnswer, OnPart
+from service.replies import card_history, check_label, floats, newest_score, stored
 
 __all__ = ["PART", "RedisStore"]
 
@@ -53,109 +53,10 @@ _REDIS_FAULTS = (RedisError, OSError)
 def _unavailable(exc: BaseException) -> StateUnavailable:
     return StateUnavailable(f"Redis: {type(exc).__name__}: {exc}")
 
+
 #: Transactions answered at a time by :meth:`RedisStore.exchange` while the rest of the batch
 #: is still running in Redis.
 PART = 100
-
-# Both scripts trim the hash before the sorted set, and unpack at most 1,000 values at a time
-# (Lua's C stack takes ~8,000): a trim never stops half-way, whatever a key's size, and a
-# trim that fails leaves the sorted set listing what is still to remove.
-
-# KEYS: card zset, card hash. ARGV: id, time, content, trim at or before, ttl.
-# Returns {-1} on a conflicting duplicate, else {duplicate flag, the card's other contents
-# concatenated} in no particular order (HVALS: the cheapest read), as one string, so a long
-# history costs one reply element to parse; the worker sorts it.
-_CARD = """
-local id, content = ARGV[1], ARGV[3]
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-for i = 1, #old, 1000 do
-  redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 999, #old)))
-end
-if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4]) end
-local seen = redis.call('HGET', KEYS[2], id)
-local duplicate = 0
-if seen then
-  if seen ~= content then return {-1} end
-  duplicate = 1
-  redis.call('HDEL', KEYS[2], id)
-end
-local history = redis.call('HVALS', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[2], id)
-redis.call('HSET', KEYS[2], id, content)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {duplicate, table.concat(history)}
-"""
-
-# KEYS: terminal zset, fraud zset, known hash. ARGV: id, time, trim at or before (labels
-# after it are read), ttl, then (low, high) pairs. Returns {added, count...,
-# "time,known,time,known..."}.
-_TERMINAL = """
-local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-for i = 1, #old, 1000 do
-  redis.call('HDEL', KEYS[3], unpack(old, i, math.min(i + 999, #old)))
-end
-if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3]) end
-local out = {added}
-for i = 5, #ARGV, 2 do
-  out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[i], ARGV[i + 1])
-end
-local frauds = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES')
-local labels = {}
-for first = 1, #frauds, 2000 do
-  local ids = {}
-  for i = first, math.min(first + 1999, #frauds), 2 do ids[#ids + 1] = frauds[i] end
-  local known = redis.call('HMGET', KEYS[3], unpack(ids))
-  for j = 1, #ids do
-    labels[#labels + 1] = frauds[first + 2 * j - 1]
-    labels[#labels + 1] = known[j]
-  end
-end
-out[#out + 1] = table.concat(labels, ',')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return out
-"""
-
-# KEYS: fraud zset, known hash. ARGV: id, time, known at, ttl. (Trimmed by _TERMINAL.)
-_LABEL = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-
-
-def _floats(joined: bytes) -> list[float]:
-    return list(map(float, joined.split(b","))) if joined else []
-
-
-#: A card's stored content: event time, amount, crc32 of the terminal id (exact in a double).
-_CONTENT = struct.Struct("<3d")
-
-
-def _content(tx: Transaction) -> bytes:
-    return _CONTENT.pack(tx.epoch, tx.amount, zlib.crc32(tx.terminal_id.encode()))
-
-
-def _card_history(joined: bytes) -> CardHistory:
-    """The card script's concatenated contents, in time order."""
-    values = array("d", joined)
-    if sys.byteorder == "big":
-        values.byteswap()
-    times = values[0::3].tolist()
-    amounts = values[1::3].tolist()
-    # HVALS answers in insertion order while a hash is small (listpack), which is time
-    # order unless events came late: sort only then.
-    if times != sorted(times):
-        order = sorted(range(len(times)), key=times.__getitem__)
-        times = [times[i] for i in order]
-        amounts = [amounts[i] for i in order]
-    return CardHistory(times, amounts)
-
 
 def _pack(*args: str | int | bytes) -> bytes:
     """One command in Redis' protocol, packed in C."""
@@ -203,12 +104,16 @@ class RedisStore:
         self.clock = clock  # the id index keeps an id a card's retention from now at least
         self.ids = ids  # index ids across cards: the same id with another card is refused
         self.keys = KeyLayout(card_key_secret=card_key_secret, prefix=prefix, spec=spec)
-        self._card = _Script.of(_CARD)
-        self._terminal = _Script.of(_TERMINAL)
-        self._label = _Script.of(_LABEL)
+        self._card = _Script.of(scripts.CARD)
+        self._terminal = _Script.of(scripts.TERMINAL)
+        self._label = _Script.of(scripts.LABEL)
         self._timeout = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
         self._card_ttl = str(int(spec.card_retention_seconds * 1000))
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
+        self._card_max = str(spec.card_max_entries)
+        self._terminal_max = str(spec.terminal_max_entries)
+        self._labels_max = str(spec.terminal_max_labels)
+        self._grace = spec.grace_days * 86_400.0
         self.card_tag = self.keys.card_tag
 
     def _card_keys(self, card_id: str) -> list[str]:
@@ -272,9 +177,10 @@ class RedisStore:
                     [
                         tx.transaction_id,
                         repr(t),
-                        _content(tx),
+                        stored(tx),
                         card_trim,
                         self._card_ttl,
+                        self._card_max,
                     ],
                 )
             )
@@ -287,6 +193,7 @@ class RedisStore:
                         repr(t),
                         terminal_trim,
                         self._terminal_ttl,
+                        self._terminal_max,
                         *bounds,
                     ],
                 )
@@ -344,9 +251,9 @@ class RedisStore:
                 "one stands. Give a corrected transaction a new id."
             )
         windows = len(self.spec.terminal_windows_days)
-        frauds = _floats(terminal_reply[1 + windows])
+        frauds = floats(terminal_reply[1 + windows])
         return Exchange(
-            card=_card_history(card_reply[1]),
+            card=card_history(card_reply[1]),
             terminal=TerminalHistory(
                 counts=terminal_reply[1 : 1 + windows],
                 fraud_timestamps=frauds[0::2],
@@ -355,7 +262,37 @@ class RedisStore:
             # Seen on this card: in its history, or (older than the history keeps, when it
             # comes again) in the id index.
             duplicate=bool(card_reply[0]) or first_card == own,
+            card_capped=card_reply[2],
+            terminal_capped=terminal_reply[2 + windows],
         )
+
+    async def lineage(self) -> Lineage | None:
+        """The state's marker (:mod:`service.lineage`), or None when there is none."""
+        try:
+            raw = await self.redis.get(self.keys.lineage)
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
+        return Lineage.decode(raw) if raw is not None else None
+
+    async def start_lineage(self, lineage: Lineage) -> Lineage:
+        """Write the marker unless there is one; the marker there afterwards."""
+        try:
+            old = await self.redis.set(self.keys.lineage, lineage.encode(), nx=True, get=True)
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
+        return lineage if old is None else Lineage.decode(old)
+
+    async def complete_lineage(self) -> Lineage:
+        """Mark the state complete (``fraud-backfill`` rebuilt it): the current marker's
+        generation, or a new one if there is none."""
+        current = await self.lineage()
+        done = Lineage(current.generation, current.since, True) if current else None
+        done = done or Lineage.new(now=self.clock(), complete=True)
+        try:
+            await self.redis.set(self.keys.lineage, done.encode())
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
+        return done
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:
         """Undo the recording of transactions that got no decision (one round trip)."""
@@ -375,10 +312,42 @@ class RedisStore:
         except _REDIS_FAULTS as exc:
             raise _unavailable(exc) from exc
 
-    async def add_labels(self, labels: Sequence[LabelEvent]) -> None:
-        """Record fraud labels on their terminals (first label of a transaction wins)."""
+    async def add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
+        """Record fraud labels on their terminals, each only if its card holds the
+        transaction with the same content (time, amount, terminal): one round trip to
+        check, one to record; the first label of a transaction wins."""
         if not labels:
-            return
+            return LabelsAnswer([])
+        try:
+            return await self._add_labels(labels)
+        except _REDIS_FAULTS as exc:
+            raise _unavailable(exc) from exc
+
+    async def _add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
+        # What the card holds of the transaction; when the card let it go, when its
+        # terminal recorded it and (with the id index) which card used the id: the rule of
+        # fraudcore.InMemoryStore.check_label, and of MemoryStore.add_labels.
+        commands: list[tuple[str, ...]] = []
+        for label in labels:
+            commands.append(("HGET", self.keys.card(label.card_id).val, label.transaction_id))
+            commands.append(
+                ("ZSCORE", self.keys.terminal(label.terminal_id).tx, label.transaction_id)
+            )
+            commands.append(("GET", self.keys.transaction_id(label.transaction_id)))
+            commands.append(
+                ("ZRANGE", self.keys.card(label.card_id).tx, "-1", "-1", "WITHSCORES")
+            )
+        held = await self._run([_Call(_pack(*command)) for command in commands])
+        checks: list[LabelCheck] = []
+        for i, label in enumerate(labels):
+            content, at, first_card, newest = held[4 * i : 4 * i + 4]
+            check = check_label(label, content, at, newest_score(newest), self._grace)
+            other_card = first_card is not None and (
+                first_card != self.card_tag(label.card_id)[:16].encode()
+            )
+            if content is None and check == "match" and self.ids and other_card:
+                check = "mismatch"  # the id index says another card used it
+            checks.append(check)
         calls = [
             self._label.call(
                 self._terminal_keys(label.terminal_id)[1:],
@@ -387,14 +356,14 @@ class RedisStore:
                     repr(label.epoch),
                     repr(label.known_epoch),
                     self._terminal_ttl,
+                    self._labels_max,
                 ],
             )
-            for label in labels
+            for label, check in zip(labels, checks, strict=True)
+            if check == "match"
         ]
-        try:
-            await self._run(calls)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        dropped = await self._run(calls) if calls else []
+        return LabelsAnswer(checks, sum(dropped))
 
     async def _run(
         self,

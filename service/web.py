@@ -10,6 +10,7 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.lineage import StateLineage
 from service.model import ModelHolder
 from service.ports import StateStore
 from service.readiness import Readiness
@@ -18,13 +19,20 @@ __all__ = ["add_pages"]
 
 
 def add_pages(
-    app: faust.App, *, store: StateStore, models: ModelHolder, readiness: Readiness
+    app: faust.App,
+    *,
+    store: StateStore,
+    models: ModelHolder,
+    readiness: Readiness,
+    lineage: StateLineage,
 ) -> None:
     """Serve ``/health`` and ``/metrics`` on the app's web server.
 
     ``/health`` is 200 only while the store answers and the batch path holds on nothing;
     else 503 with the faults (``{"state": "Redis: OutOfMemoryError: ..."}``). The last
-    model refused (the serving one stays) is shown too."""
+    model refused (the serving one stays) is shown too, and whether the feature state is
+    whole (``"state"``; a partial state marks decisions degraded but does not make the worker
+    unready: it decides, on what it has)."""
 
     async def health(web: View, request: Request) -> Response:
         store_ok = await store.ping()
@@ -36,6 +44,12 @@ def add_pages(
             "faults": faults,
             "model_version": models.model.version,
             "model_refused": None,
+            "state": lineage.describe(),
+            "state_lost_at": (
+                datetime.fromtimestamp(lineage.lost_at, UTC).isoformat()
+                if lineage.lost_at is not None
+                else None
+            ),
         }
         if models.refused is not None:
             body["model_refused"] = {

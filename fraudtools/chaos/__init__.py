@@ -6,7 +6,8 @@ own (the default stack on 9092/6379 is never touched), with the real worker
 (``python -m service``, feature vectors included in its decisions):
 
 1. start the worker and wait until ``/health`` answers;
-2. send every label event, then stream the generated transactions paced (400/s);
+2. stream the generated transactions paced (400/s), each fraud's label right behind its
+   transaction (a label must name a recorded transaction; it counts from its known time);
 3. a few seconds into the stream, inject the fault (kill the worker, restart the broker,
    stop Redis, start a second worker, ...) and clear it;
 4. read every decision and dead letter back and compare with the offline replay of the

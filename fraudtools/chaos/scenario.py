@@ -28,6 +28,7 @@ from fraudtools.chaos.stream import (
     expected_features,
     online_features,
     produce,
+    with_labels_behind,
 )
 from fraudtools.feed import feed
 from fraudtools.isolated import IsolatedWorker
@@ -129,8 +130,6 @@ def run_fault(
     failure: list[BaseException] = []
     try:
         ctx.workers.append(spawn("first").start().wait_ready())
-        # Labels first: each counts only once known, whatever the topics' relative lag.
-        asyncio.run(produce(stack.bootstrap, topics.labels, labels, rate=0))
         streaming = threading.Event()
 
         def inject() -> None:
@@ -143,8 +142,10 @@ def run_fault(
 
         injector = threading.Thread(target=inject, name=f"fault-{name}", daemon=True)
         injector.start()
-        asyncio.run(produce(stack.bootstrap, topics.transactions, transactions, rate=rate,
-                            sent_at=sent_at, started=streaming))
+        asyncio.run(produce(
+            stack.bootstrap, {"transaction": topics.transactions, "label": topics.labels},
+            with_labels_behind(records), rate=rate, sent_at=sent_at, started=streaming,
+        ))
         injector.join(180)
         if injector.is_alive():
             raise RuntimeError(f"the fault {name} did not finish in 180 s")

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from fraudcore import FEATURE_NAMES, SPEC, Transaction
 from fraudcore.features import CardHistory, TerminalHistory, compute
-from fraudtools.feed import Record
+from fraudtools.feed import Record, with_labels_behind
 from fraudtools.kafka_admin import PARTITIONS
 from training import generator
 from training.dataset import normalise
@@ -31,20 +31,22 @@ __all__ = [
     "online_features",
     "partition_of",
     "produce",
+    "with_labels_behind",  # re-exported from fraudtools.feed
 ]
 
 
 async def produce(
     bootstrap: str,
-    topic: str,
+    topics: dict[str, str],
     records: Sequence[Record],
     *,
     rate: float,
     sent_at: dict[str, float] | None = None,
     started: threading.Event | None = None,
 ) -> None:
-    """Send in order, paced at ``rate`` a second (0: as fast as possible), until the broker
-    has every record. Patient: a broker restart only delays the sends."""
+    """Send in order, each record to the topic of its kind (``topics["transaction"]``,
+    ``topics["label"]``), transactions paced at ``rate`` a second (0: as fast as possible),
+    until the broker has every record. Patient: a broker restart only delays the sends."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024,
         request_timeout_ms=120_000, retry_backoff_ms=200,
@@ -53,16 +55,19 @@ async def produce(
     pending = []
     try:
         begin = time.perf_counter()
-        for i, record in enumerate(records):
-            if rate > 0:
-                ahead = begin + i / rate - time.perf_counter()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if sent_at is not None:
-                sent_at.setdefault(record.transaction_id, time.time())
-            pending.append(await producer.send(topic, record.value, key=record.key,
-                                               partition=partition_of(record)))
-            if started is not None and i == 0:
+        i = 0  # transactions sent
+        for record in records:
+            if record.kind == "transaction":
+                if rate > 0:
+                    ahead = begin + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                if sent_at is not None:
+                    sent_at.setdefault(record.transaction_id, time.time())
+                i += 1
+            pending.append(await producer.send(topics[record.kind], record.value,
+                                               key=record.key, partition=partition_of(record)))
+            if started is not None and i == 1:
                 started.set()
         await asyncio.gather(*pending)
     finally:

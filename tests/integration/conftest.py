@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fraudtools.isolated import IsolatedWorker
 from fraudtools.kafka_admin import PARTITIONS, create_topics, delete_topics
-from fraudtools.worker_process import WorkerProcess
+from fraudtools.worker_process import WorkerProcess, free_port
 from service.keys import KeyLayout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +181,29 @@ async def read_records(
     return records
 
 
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (its memory limit is changed)."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except RedisConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)

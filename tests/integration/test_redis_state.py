@@ -59,14 +59,20 @@ async def _redis_features(frame, *, batch: int, prefix: str) -> np.ndarray:
     redis = Redis.from_url(REDIS_URL)
     store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
     txs, labels = _events(frame)
-    # Labels first: a label only counts once known (known_at <= t), so sending them all
-    # ahead must give the same features as the replay's time-ordered merge.
-    for i in range(0, len(labels), 500):
-        await store.add_labels(labels[i : i + 500])
+    # Each label once its transaction is recorded, before any transaction that may count
+    # it (a label counts once known: known_at <= t), as the replay merges them.
+    labels.sort(key=lambda label: label.known_at)
+    applied = 0
     rows = []
     try:
         for i in range(0, len(txs), batch):
             chunk = txs[i : i + batch]
+            due = applied
+            while due < len(labels) and labels[due].known_at <= chunk[-1].timestamp:
+                due += 1
+            answer = await store.add_labels(labels[applied:due])
+            assert set(answer.checks) <= {"match"}, "every label names a recorded transaction"
+            applied = due
             for tx, ex in zip(chunk, await store.exchange(chunk), strict=True):
                 assert not isinstance(ex, DuplicateConflict)
                 rows.append(compute(tx, ex.card, ex.terminal))
@@ -194,10 +200,12 @@ def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
     times = sorted({e + k * tick for e in edges for k in (-1, 0, 1)})
     txs = [Transaction(f"e{i}", "card", "term", 10.0 + i, at) for i, at in enumerate(times)]
     txs.append(Transaction("last", "card", "term", 99.0, end))
-    labels = [
-        LabelEvent(tx.transaction_id, "card", "term", tx.amount, tx.timestamp, tx.timestamp)
+    labels = {
+        tx.transaction_id: [
+            LabelEvent(tx.transaction_id, "card", "term", tx.amount, tx.timestamp, tx.timestamp)
+        ]
         for tx in txs[:-1:2]
-    ]
+    }
 
     async def on_redis():
         redis = Redis.from_url(REDIS_URL)
@@ -205,9 +213,10 @@ def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
         store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
         answers = []
         try:
-            await store.add_labels(labels)
-            for tx in txs:
+            for tx in txs:  # each label right after its transaction, known at once
                 answers += await store.exchange([tx])
+                labelled = await store.add_labels(labels.get(tx.transaction_id, []))
+                assert set(labelled.checks) <= {"match"}
         finally:
             keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
@@ -216,10 +225,10 @@ def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
         return answers
 
     reference = InMemoryStore()
-    for label in labels:
-        reference.add_label(label)
     for tx, answer in zip(txs, asyncio.run(on_redis()), strict=True):
         card, terminal = reference.exchange(tx)
+        for label in labels.get(tx.transaction_id, []):
+            reference.add_label(label)
         assert not isinstance(answer, DuplicateConflict)
         assert list(answer.card.timestamps) == list(card.timestamps), tx.transaction_id
         assert list(answer.terminal.counts) == list(terminal.counts), tx.transaction_id

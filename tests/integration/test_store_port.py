@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
-from fraudcore import LabelEvent, Transaction
+from fraudcore import SPEC, FeatureSpec, LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from service.memory import MemoryStore
 from service.ports import Answer, StateStore
@@ -57,17 +58,28 @@ def _batches(seed: int, start: datetime = T0) -> list[list[Transaction]]:
 
 
 def _labels(batch: list[Transaction]) -> list[LabelEvent]:
-    return [
+    """Labels of some of the batch (a conflicting copy's label names other content), and
+    two that name no recorded transaction: an id never sent, another terminal."""
+    labels = [
         LabelEvent(tx.transaction_id, tx.card_id, tx.terminal_id, tx.amount, tx.timestamp,
                    tx.timestamp + timedelta(days=2))
         for tx in batch[::7]
+    ]
+    first = batch[0]
+    return [
+        *labels,
+        LabelEvent(f"never-{first.transaction_id}", first.card_id, first.terminal_id,
+                   first.amount, first.timestamp, first.timestamp + timedelta(days=1)),
+        LabelEvent(first.transaction_id, first.card_id, "t-elsewhere", first.amount,
+                   first.timestamp, first.timestamp + timedelta(days=1)),
     ]
 
 
 def _comparable(answer: Answer) -> object:
     if isinstance(answer, DuplicateConflict):
         return ("conflict", "another card" in str(answer))
-    return (answer.card, answer.terminal, answer.duplicate)
+    return (answer.card, answer.terminal, answer.duplicate, answer.card_capped,
+            answer.terminal_capped)
 
 
 async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[object]:
@@ -77,7 +89,8 @@ async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[obje
         answers = await store.exchange(batch, on_part=parts.extend)
         assert parts == answers  # handed over in order, every one
         out += [_comparable(a) for a in answers]
-        await store.add_labels(_labels(batch))
+        labelled = await store.add_labels(_labels(batch))
+        out.append(("labels", labelled.checks, labelled.capped))
         if n % 3 == 1:  # some first recordings undone (no decision), as the pipeline does
             await store.forget([
                 tx for tx, a in zip(batch, answers, strict=True)
@@ -86,17 +99,28 @@ async def _run(store: StateStore, batches: list[list[Transaction]]) -> list[obje
     return out
 
 
-@pytest.mark.parametrize("days_ago", [12, 400])  # recent, and older than any retention
+#: Bounds the traffic of _batches goes far beyond: ~60 transactions a card, ~120 a terminal.
+BOUNDED = replace(SPEC, card_max_entries=4, terminal_max_entries=6, terminal_max_labels=3)
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "spec"),
+    [(12, SPEC), (400, SPEC), (12, BOUNDED)],
+    ids=["recent", "older-than-retention", "beyond-the-size-bounds"],
+)
 @pytest.mark.parametrize("ids", [True, False])
-def test_redis_answers_every_batch_as_the_reference_does(ids: bool, days_ago: int) -> None:
+def test_redis_answers_every_batch_as_the_reference_does(
+    ids: bool, days_ago: int, spec: FeatureSpec
+) -> None:
     batches = _batches(seed=11, start=T0 - timedelta(days=days_ago - 12))
 
     async def scenario() -> tuple[list[object], list[object]]:
         redis = Redis.from_url(REDIS_URL)
         prefix = f"it-port-{uuid.uuid4().hex[:8]}"
         try:
-            store = RedisStore(redis, card_key_secret=b"port", prefix=prefix, ids=ids)
-            return await _run(store, batches), await _run(MemoryStore(ids=ids), batches)
+            store = RedisStore(redis, card_key_secret=b"port", prefix=prefix, ids=ids, spec=spec)
+            memory = MemoryStore(ids=ids, spec=spec)
+            return await _run(store, batches), await _run(memory, batches)
         finally:
             keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
@@ -104,10 +128,15 @@ def test_redis_answers_every_batch_as_the_reference_does(ids: bool, days_ago: in
             await redis.aclose()
 
     in_redis, in_memory = asyncio.run(scenario())
-    assert len(in_redis) == sum(map(len, batches))
+    assert len(in_redis) == sum(map(len, batches)) + len(batches)
     assert in_redis == in_memory
-    kinds = {a[0] if a[0] == "conflict" else "exchange" for a in in_redis}  # type: ignore[index]
-    assert kinds == {"conflict", "exchange"}
+    kinds = {a[0] if a[0] in ("conflict", "labels") else "exchange" for a in in_redis}  # type: ignore[index]
+    assert kinds == {"conflict", "exchange", "labels"}
+    checks = {c for a in in_redis if a[0] == "labels" for c in a[1]}  # type: ignore[index]
+    assert {"match", "unknown", "mismatch"} <= checks <= {"match", "unknown", "mismatch", "absent"}
+    capped = [a for a in in_redis if isinstance(a, tuple) and len(a) == 5 and (a[3] or a[4])]
+    label_caps = sum(a[2] for a in in_redis if a[0] == "labels")  # type: ignore[index, misc]
+    assert bool(capped) == bool(label_caps) == (spec is BOUNDED)
 
 
 def test_an_unreachable_redis_is_state_unavailable_and_ping_says_so() -> None:

@@ -10,51 +10,20 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from fraudcore import LabelEvent, Transaction
-from fraudtools.worker_process import free_port
+from fraudcore import Transaction
 from service.keys import KeyLayout
-from service.state import _CONTENT, RedisStore
+from service.replies import CONTENT as _CONTENT
+from service.state import RedisStore
 
 from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, Worker, consume, drain
 from .test_model_reload import _another_model
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own (its memory limit is changed)."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except RedisConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
 
 
 def _transactions(n: int, *, ids: str = "tx", start: datetime | None = None) -> list[bytes]:
@@ -198,31 +167,6 @@ def test_the_web_server_listens_only_where_it_is_told(run: Run, tmp_path: Path) 
 
 
 # --- big keys: work per key stays within Lua's limits ------------------------------------
-
-
-def test_a_terminal_with_thousands_of_labels_still_scores_its_transactions() -> None:
-    t0 = datetime.now(UTC) - timedelta(days=20)
-    labels = [
-        LabelEvent(f"f-{i}", "c1", "T-busy", 10.0, t0 + timedelta(seconds=i),
-                   t0 + timedelta(seconds=i + 1))
-        for i in range(9_000)
-    ]
-    tx = Transaction("after", "c2", "T-busy", 20.0, t0 + timedelta(days=10))
-
-    async def scenario() -> int:
-        redis = AsyncRedis.from_url(REDIS_URL)
-        store = RedisStore(redis, card_key_secret=b"big", prefix="it-big-labels")
-        try:
-            await store.add_labels(labels)
-            [answer] = await store.exchange([tx])
-            return len(answer.terminal.fraud_timestamps)  # type: ignore[union-attr]
-        finally:
-            keys = [k async for k in redis.scan_iter(match="it-big-labels:*")]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
-
-    assert asyncio.run(scenario()) == 9_000
 
 
 def test_a_card_with_thousands_of_stale_entries_is_trimmed_whole() -> None:

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from fraudcore import FEATURE_NAMES
-from fraudtools.feed import feed
+from fraudtools.feed import feed, with_labels_behind
 from fraudtools.producer import TopicNames, send_records
 from service.model import load_current
 from training import generator
@@ -49,16 +49,15 @@ def test_every_transaction_decided_once_with_features_and_scores_equal_to_offlin
 ):
     worker = audit_worker
     records = feed(frame, delay_days=7)
-    labels = [r for r in records if r.kind == "label"]
     transactions = [r for r in records if r.kind == "transaction"]
-    # All labels first: each counts only once known (known_at <= t), so the worker's
-    # features must equal the offline replay whatever the topics' relative lag. The
-    # transactions are paced as a live stream is: terminal state is shared by cards on
-    # every partition, and a partition that fell more than the spec's grace (3 days of
-    # event time) behind another would find that terminal's oldest entries trimmed. At
-    # 250/s, 45 days pass in 27 s, so a partition would have to lag by almost 2 s.
-    _send(run, labels)
-    _send(run, transactions, rate=250)
+    # Each label right behind its transaction (a label must name a recorded transaction;
+    # it counts only once known, known_at <= t, a week later), so the worker's features
+    # must equal the offline replay whatever the topics' relative lag. The transactions
+    # are paced as a live stream is: terminal state is shared by cards on every
+    # partition, and a partition that fell more than the spec's grace (3 days of event
+    # time) behind another would find that terminal's oldest entries trimmed. At 250/s,
+    # 45 days pass in 27 s, so a partition would have to lag by almost 2 s.
+    _send(run, with_labels_behind(records), rate=250)
 
     decisions = asyncio.run(consume(run.topic("decisions"), until=len(transactions)))
     ids = [d["transaction_id"] for d in decisions]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fraudcore import CardHistory, Transaction
-from service.state import _card_history, _content
+from service.replies import card_history as _card_history
+from service.replies import stored as _content
 
 T0 = datetime(2018, 5, 1, 12, tzinfo=UTC)
 

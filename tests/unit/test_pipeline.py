@@ -44,15 +44,13 @@ def tx(n: int, *, card: str = "card-1", terminal: str = "T-1", amount: float = 2
     })
 
 
-def label(tx_id: str, *, terminal: str = "T-1") -> bytes:
-    return orjson.dumps({
-        "transaction_id": tx_id,
-        "card_id": "card-1",
-        "terminal_id": terminal,
-        "amount": 20.0,
-        "timestamp": T0.isoformat(),
-        "known_at": (T0 + timedelta(hours=1)).isoformat(),
-    })
+def label(n: int, *, known_after: timedelta = timedelta(hours=1), **change: Any) -> bytes:
+    """The label of ``tx(n)`` (as built with its defaults), known ``known_after`` it;
+    ``change`` overrides fields (to name other content than the transaction's)."""
+    fields = orjson.loads(tx(n))
+    fields["known_at"] = (T0 + timedelta(minutes=n) + known_after).isoformat()
+    fields.update(change)
+    return orjson.dumps(fields)
 
 
 _offsets: Iterator[int] = iter(range(10**9))
@@ -376,7 +374,8 @@ def test_overlapping_batches_record_state_and_queue_outputs_in_the_order_they_ca
 def test_labels_are_recorded_and_bad_ones_dead_lettered(models: ModelHolder) -> None:
     store = MemoryStore(clock=lambda: NOW)
     p = pipeline(models, store)
-    batch = messages(label("tx-0"), b"[]", label("tx-1"), topic="fraud-labels")
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    batch = messages(label(0), b"[]", label(1), topic="fraud-labels")
     recorded = asyncio.run(p.labels(batch))
     assert recorded == 2
     assert [x.transaction_id for x in store.labels] == ["tx-0", "tx-1"]
@@ -386,7 +385,6 @@ def test_labels_are_recorded_and_bad_ones_dead_lettered(models: ModelHolder) -> 
 
 def test_labels_wait_for_the_store_even_under_fail_open(models: ModelHolder) -> None:
     store = MemoryStore(clock=lambda: NOW)
-    store.down = True
     waits: list[float] = []
 
     async def back_after_two(seconds: float) -> None:
@@ -395,8 +393,103 @@ def test_labels_wait_for_the_store_even_under_fail_open(models: ModelHolder) -> 
 
     p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS,
                       options=Options(fail_policy="open"), clock=lambda: NOW, sleep=back_after_two)
-    assert asyncio.run(p.labels(messages(label("tx-0"), topic="fraud-labels"))) == 1
+    asyncio.run(decide(p, messages(tx(0))))
+    store.down = True
+    assert asyncio.run(p.labels(messages(label(0), topic="fraud-labels"))) == 1
     assert len(waits) == 2 and [x.transaction_id for x in store.labels] == ["tx-0"]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"amount": 21.0}, "another time, amount or terminal"),
+        ({"terminal_id": "T-other"}, "another time, amount or terminal"),
+        ({"timestamp": (T0 + timedelta(seconds=1)).isoformat()}, "another time, amount"),
+    ],
+    ids=["amount", "terminal", "time"],
+)
+def test_a_label_that_names_other_content_than_its_transaction_is_dead_lettered_at_once(
+    models: ModelHolder, change: dict[str, Any], why: str
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store, label_wait_seconds=3600.0)
+    asyncio.run(decide(p, messages(tx(0))))
+    assert asyncio.run(p.labels(messages(label(0, **change), topic="fraud-labels"))) == 0
+    [dead] = sink_of(p).records("dlq")
+    assert why in dead["reason"] and store.labels == []
+
+
+def test_a_label_read_before_its_transaction_waits_for_it(models: ModelHolder) -> None:
+    """Two topics: the label may be read first. It waits (the rest of its batch recorded
+    at once), and is recorded as soon as the transaction is."""
+    store = MemoryStore(clock=lambda: NOW)
+    sink = RecordingSink()
+    pauses: list[float] = []
+
+    async def meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:  # the transaction comes while the label waits
+            await decide(p, messages(tx(1)))
+
+    p = BatchPipeline(store, models, sink, topics=TOPICS, options=Options(), clock=lambda: NOW,
+                      sleep=meanwhile)
+    asyncio.run(decide(p, messages(tx(0))))
+    assert asyncio.run(p.labels(messages(label(1), label(0), topic="fraud-labels"))) == 2
+    assert [x.transaction_id for x in store.labels] == ["tx-0", "tx-1"]
+    assert len(pauses) == 3 and sink.records("dlq") == []
+    assert metric("fraud_labels_waiting") == 0
+
+
+def test_a_label_whose_transaction_never_comes_is_dead_lettered_after_the_wait(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store, label_wait_seconds=0.0)
+    asyncio.run(decide(p, messages(tx(0))))
+    batch = messages(label(7), label(0, card_id="card-2"), label(0), topic="fraud-labels")
+    batch[1] = Message(batch[1].value, batch[1].source, b"card-2")  # keyed as it says
+    assert asyncio.run(p.labels(batch)) == 1
+    other_card, unknown = sink_of(p).records("dlq")  # the mismatch at once, then after the wait
+    assert unknown["offset"] == batch[0].source.offset
+    assert "no transaction with this id was recorded on this card (waited 0 s" in unknown["reason"]
+    assert other_card["offset"] == batch[1].source.offset  # the id index: card-1's id
+    assert "recorded with another time, amount or terminal" in other_card["reason"]
+
+
+def test_a_label_its_card_has_gone_past_is_dead_lettered_without_waiting(
+    models: ModelHolder,
+) -> None:
+    """A card's transactions come in order: once it recorded later ones (beyond the grace),
+    a label naming an id it never saw will never match — no wait."""
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store, label_wait_seconds=3600.0)
+    asyncio.run(decide(p, messages(tx(0))))
+    earlier = (T0 - timedelta(days=4)).isoformat()
+    assert asyncio.run(p.labels(messages(label(1, timestamp=earlier), topic="fraud-labels"))) == 0
+    [dead] = sink_of(p).records("dlq")
+    assert "the card has recorded later ones" in dead["reason"]
+
+
+@pytest.mark.parametrize(
+    ("known_after", "why"),
+    [
+        (timedelta(days=34), "more than 33 days after the transaction"),
+        (timedelta(days=5), "ahead of the worker's clock"),
+    ],
+    ids=["too-late-for-its-card", "from-the-future"],
+)
+def test_a_label_too_late_or_from_the_future_is_dead_lettered(
+    models: ModelHolder, known_after: timedelta, why: str
+) -> None:
+    now = NOW + 40 * 86_400 if known_after > timedelta(days=30) else NOW
+    store = MemoryStore(clock=lambda: now)
+    p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS,
+                      options=Options(label_wait_seconds=3600.0), clock=lambda: now)
+    asyncio.run(decide(p, messages(tx(0))))
+    assert asyncio.run(p.labels(messages(label(0, known_after=known_after),
+                                         topic="fraud-labels"))) == 0
+    [dead] = sink_of(p).records("dlq")
+    assert why in dead["reason"]
 
 
 # --- poison: a message that alone fails with an unexpected error ---------------------------
@@ -535,6 +628,75 @@ def test_miskeyed_records_can_be_accepted_and_counted(models: ModelHolder) -> No
 def test_a_label_not_keyed_by_its_card_is_dead_lettered(models: ModelHolder) -> None:
     store = MemoryStore(clock=lambda: NOW)
     p = pipeline(models, store)
-    batch = [Message(label("tx-0"), Source("fraud-labels", 0, next(_offsets)), b"x")]
+    asyncio.run(decide(p, messages(tx(0))))
+    batch = [Message(label(0), Source("fraud-labels", 0, next(_offsets)), b"x")]
     assert asyncio.run(p.labels(batch)) == 0
     assert store.labels == [] and len(sink_of(p).records("dlq")) == 1
+
+
+# --- state loss: the marker beside the state ------------------------------------------------
+
+
+def test_a_first_start_is_a_complete_state_and_decides_normally(models: ModelHolder) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+    asyncio.run(decide(p, messages(tx(0))))
+    [decision] = sink_of(p).records("decisions")
+    assert decision["degraded"] is False
+    assert store.marker is not None and store.marker.complete
+    assert p.lineage.lost_at is None
+
+
+def test_a_state_lost_while_running_is_detected_and_its_decisions_marked(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+    lost = metric("fraud_state_lost_total")
+    partial = metric("fraud_partial_state_decisions_total")
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    first = store.marker
+    store.flush()  # FLUSHALL: the histories and the marker gone
+    asyncio.run(decide(p, messages(tx(2), tx(3))))
+    decisions = sink_of(p).records("decisions")
+    assert [d["degraded"] for d in decisions] == [False, False, True, True]
+    assert metric("fraud_state_lost_total") - lost == 1
+    assert metric("fraud_partial_state_decisions_total") - partial == 2
+    assert metric("fraud_state_partial") == 1
+    assert store.marker is not None and first is not None
+    assert store.marker.generation != first.generation and not store.marker.complete
+    assert p.lineage.lost_at == NOW and "partial" in p.lineage.describe()
+    # Rebuilt (fraud-backfill marks the state complete): decisions are whole again.
+    asyncio.run(store.complete_lineage())
+    asyncio.run(decide(p, messages(tx(4))))
+    assert sink_of(p).records("decisions")[-1]["degraded"] is False
+    assert metric("fraud_state_partial") == 0
+
+
+def test_a_missing_marker_at_start_is_a_loss_when_the_group_decided_before(
+    models: ModelHolder,
+) -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+
+    async def yes() -> bool:
+        return True
+
+    p.lineage.decided_before = yes
+    asyncio.run(decide(p, messages(tx(0))))
+    assert sink_of(p).records("decisions")[0]["degraded"] is True
+    assert store.marker is not None and not store.marker.complete
+
+
+def test_a_partial_state_is_whole_again_once_the_retention_has_passed(
+    models: ModelHolder,
+) -> None:
+    now = [NOW]
+    store = MemoryStore(clock=lambda: now[0])
+    p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS, clock=lambda: now[0])
+    asyncio.run(decide(p, messages(tx(0))))
+    store.flush()
+    asyncio.run(decide(p, messages(tx(1))))
+    now[0] += 41 * 86_400  # older than any history a feature reads
+    asyncio.run(decide(p, messages(tx(2, at=T0 + timedelta(days=41)))))
+    assert [d["degraded"] for d in sink_of(p).records("decisions")] == [False, True, False]

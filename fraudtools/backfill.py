@@ -46,8 +46,9 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from fraudcore import LabelEvent
+from fraudcore import LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, FraudError, StateUnavailable
+from fraudtools.backfill_report import mark_state, progress_line, summary
 from fraudtools.history import Batch, Batcher, Event, file_events, skip_future, topic_events
 from service.ports import StateStore
 from service.retry import Unavailable, hold
@@ -83,6 +84,9 @@ class Counts:
     read_seconds: float = 0.0  # reading and checking the file before the first write
     write_seconds: float = 0.0  # from the first event to the last batch written
     elapsed_seconds: float = 0.0  # the whole run
+    first_event: float | None = None  # event times of the transactions written (epoch)
+    last_event: float | None = None
+    state: str = ""  # what the run did to the state's marker (service.lineage)
     waiting: str | None = None  # why Redis is not answering right now
     waiting_since: float = 0.0
     attempts: int = 0
@@ -124,61 +128,10 @@ class Counts:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "events_per_second": round(self.rate(), 1),
             "write_events_per_second": round(self.write_rate(), 1),
+            "first_event": self.first_event,
+            "last_event": self.last_event,
+            "state": self.state,
         }
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def progress_line(counts: Counts, now: float) -> str:
-    """One progress line: done/total, rate, ETA, the counts so far, a Redis wait if any."""
-    rate = counts.done / counts.write_seconds if counts.write_seconds > 0 else 0.0
-    share = f" ({counts.done / counts.total:.1%})" if counts.total else ""
-    left = max(counts.total - counts.done, 0)
-    eta = _duration(left / rate) if rate > 0 else "?"
-    line = (
-        f"fraud-backfill: {counts.done:,}/{counts.total:,} events{share}, {rate:,.0f}/s, "
-        f"ETA {eta} | {counts.transactions:,} recorded, {counts.duplicates:,} duplicates, "
-        f"{counts.conflicts:,} conflicts, {counts.labels:,} labels, "
-        f"{sum(counts.invalid.values()):,} invalid"
-    )
-    if counts.waiting:
-        line += (
-            f" | Redis unavailable for {now - counts.waiting_since:.0f} s "
-            f"(attempt {counts.attempts}), retrying: {counts.waiting}"
-        )
-    return line
-
-
-def summary(counts: Counts) -> str:
-    c = counts
-    text = (
-        f"fraud-backfill: {c.source}: {c.transactions:,} transactions recorded, "
-        f"{c.duplicates:,} duplicates (already there), {c.conflicts:,} conflicts, "
-        f"{c.labels:,} labels, {sum(c.invalid.values()):,} invalid skipped; "
-        f"{c.written:,} events in {c.elapsed_seconds:.1f} s ({c.rate():,.0f} events/s"
-    )
-    if c.read_seconds:
-        text += (
-            f"; reading the file {c.read_seconds:.1f} s, writing {c.write_seconds:.1f} s at "
-            f"{c.write_rate():,.0f} events/s"
-        )
-    text += ")"
-    if c.redis_outages:
-        text += (
-            f"; Redis was unavailable {c.redis_outages} time(s) ({c.seconds_waiting_for_redis:.1f}"
-            f" s), {c.batches_retried} batch(es) written again (their transactions that the "
-            "failed attempt had recorded count as duplicates)"
-        )
-    for reason, n in c.invalid.most_common(10):
-        text += f"\n  invalid {n:,}: {reason}"
-    if c.label_verdicts:
-        text += f"\n  add_labels answered: {dict(c.label_verdicts)}"
-    if c.capped:
-        text += f"\n  dropped by the size bounds: {dict(c.capped)}"
-    return text
 
 
 async def _show_progress(
@@ -321,6 +274,10 @@ async def backfill(
     ticker = asyncio.create_task(_show_progress(counts, started, progress_seconds, out, clock))
     try:
         async for event in events:
+            if isinstance(event, Transaction):
+                t = event.epoch
+                counts.first_event = t if counts.first_event is None else min(counts.first_event, t)
+                counts.last_event = t if counts.last_event is None else max(counts.last_event, t)
             batch = batcher.add(event)
             if batch is not None:
                 await writer.write(batch)
@@ -345,6 +302,7 @@ class Options:
     timezone: str = "UTC"
     batch_size: int = 500
     progress_seconds: float = 2.0
+    mark_complete: bool = False  # mark the state complete whatever the history covers
 
 
 async def run(
@@ -385,6 +343,7 @@ async def run(
 
             async with topic_events(s, counts.invalid, clock=time.time, total=total) as records:
                 await write(records)
+        await mark_state(store, counts, now=time.time(), force=options.mark_complete)
     finally:
         counts.elapsed_seconds = time.monotonic() - started
         await store.redis.aclose()
@@ -413,6 +372,10 @@ def parser() -> argparse.ArgumentParser:
                    help="how often a progress line goes to stderr")
     p.add_argument("--json", type=Path, default=None, metavar="REPORT",
                    help="write the counts as JSON here")
+    p.add_argument("--mark-complete", action="store_true",
+                   help="mark the state complete at the end even when the history written "
+                   "does not cover the 40 days a feature reads (the workers then stop "
+                   "marking decisions degraded)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -437,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # the writer says when Redis is away, and when it is back
         logging.getLogger("service.retry").setLevel(logging.ERROR)
     options = Options(args.data, args.columns, args.timezone, args.batch_size,
-                      args.progress_seconds)
+                      args.progress_seconds, args.mark_complete)
     counts = Counts(str(args.data) if args.data else "topics")
     try:
         asyncio.run(run(Settings(), options, counts))

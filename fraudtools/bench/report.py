@@ -40,6 +40,11 @@ def summary(r: dict[str, Any]) -> str:
         f"{_n(r['baseline_eps'])}/s ({r['batching_speedup']:.1f}x)   two workers "
         f"{_n(r['two_workers_eps'])}/s",
     ]
+    if "burst_eps" in r:  # not in reports from before the size bounds
+        b = r["phases"]["burst"]
+        lines.append(f"  burst: one card's {b['sent']:,} transactions and their labels "
+                     f"{_n(r['burst_eps'])}/s ({r['burst_vs_throughput']:.0%} of the normal "
+                     f"traffic's), {b['missing']} undecided, {b['dead_letters']} dead letters")
     hop = r.get("kafka_hop_ms") or {}
     lines.append(f"  floor: one Kafka hop at 1,000/s: p50 {hop.get('p50')} p99 {hop.get('p99')} ms "
                  "(a decision takes two)")

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from redis import Redis
 
-from fraudtools.bench import baseline, floor, latency, limit, memory, system, throughput
+from fraudtools.bench import baseline, burst, floor, latency, limit, memory, system, throughput
 from fraudtools.bench import data as bench_data
 from fraudtools.bench import two_workers as pair
 from fraudtools.bench.context import Bench
@@ -69,11 +69,13 @@ async def run(bench: Bench) -> dict[str, Any]:
     await latency.phase(bench, worker, where)
     worker.stop()
     await baseline.phase(bench, bench.take(plan.baseline))
+    await burst.phase(bench)
     warm = bench.take(plan.warm)
     await pair.phase(bench, warm, bench.take(plan.two_workers))
     memory.phase(bench)
     r["throughput_vs_limit"] = round(r["throughput_eps"] / r["limit_eps"], 3)
     r["batching_speedup"] = round(r["throughput_eps"] / r["baseline_eps"], 2)
+    r["burst_vs_throughput"] = round(r["burst_eps"] / r["throughput_eps"], 3)
     r["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     r["duration_seconds"] = round(time.monotonic() - started)
     r["bar"] = bar(r)

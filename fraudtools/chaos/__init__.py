@@ -38,13 +38,14 @@ The package, for ``make chaos`` and the tests alike::
 
 from __future__ import annotations
 
-from fraudtools.chaos.faults import FAULTS, OUTAGE, REBALANCE_STAY, Context, Fault
+from fraudtools.chaos.faults import FAULTS, FLOOD_BAD, OUTAGE, REBALANCE_STAY, Context, Fault
 from fraudtools.chaos.scenario import FAULT_AFTER, LIVE_LATENCY, RATE, Outcome, run_fault
 from fraudtools.chaos.stack import PrivateStack, StackError
 from fraudtools.chaos.stream import chaos_frame, expected_features, partition_of
 
 __all__ = [
     "FAULTS",
+    "FLOOD_BAD",
     "FAULT_AFTER",
     "LIVE_LATENCY",
     "OUTAGE",

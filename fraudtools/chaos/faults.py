@@ -3,6 +3,7 @@ was cleared."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -11,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from redis import Redis
 
 from fraudtools.chaos.stack import PrivateStack
+from fraudtools.feed import Record
 from fraudtools.worker_process import WorkerProcess
 
-__all__ = ["FAULTS", "OUTAGE", "REBALANCE_STAY", "Context", "Fault"]
+__all__ = ["FAULTS", "FLOOD", "FLOOD_BAD", "OUTAGE", "REBALANCE_STAY", "Context", "Fault"]
 
 OUTAGE = 10.0  # seconds Redis stays down
 REBALANCE_STAY = 8.0  # seconds the second worker stays in the group
@@ -31,6 +35,8 @@ class Context:
     spawn: Callable[[str], WorkerProcess]  # a new worker of the same group, by log name
     spawned: list[WorkerProcess] = field(default_factory=list)  # all, to stop at the end
     model_dir: Path | None = None  # the workers' own copy of models/ (Fault.own_models)
+    label_topic: str = ""  # where the stream's labels go (the label flood adds to it)
+    labels: list[Record] = field(default_factory=list)  # the stream's label records
     fault_start: float = 0.0
     fault_end: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -76,6 +82,68 @@ def _redis_out_of_memory(ctx: Context) -> None:
         ctx.fault_end = time.time()
     finally:
         client.close()
+
+
+def _redis_flushed(ctx: Context) -> None:
+    """``FLUSHALL``: every card's and terminal's history gone, and the state's marker."""
+    client = Redis.from_url(ctx.stack.redis_url)
+    try:
+        ctx.fault_start = time.time()
+        client.flushall()
+        ctx.fault_end = time.time()
+    finally:
+        client.close()
+    worker = ctx.workers[-1]
+    deadline = time.monotonic() + 15
+    while worker.metric("fraud_state_lost_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lost = worker.metric("fraud_state_lost_total")
+    ctx.notes.append(f"state loss detected {lost:.0f} time(s)" if lost
+                     else "the state loss was never detected")
+
+
+FLOOD = 10_000  # labels in the flood
+FLOOD_BAD = 500  # of which name their transaction with another amount
+
+
+def _label_flood(ctx: Context) -> None:
+    """10,000 labels at once on the labels topic: the stream's labels of its first fifth
+    (their transactions recorded by now) again and again — a chargeback file imported
+    twice — and 500 that name their transaction with another amount (dead-lettered)."""
+    early = sorted(ctx.labels, key=lambda r: orjson.loads(r.value)["timestamp"])
+    early = early[: max(1, len(early) // 5)]
+    flood: list[tuple[bytes, bytes]] = []
+    for i in range(FLOOD - FLOOD_BAD):
+        flood.append((early[i % len(early)].key, early[i % len(early)].value))
+    for i in range(FLOOD_BAD):
+        wrong = orjson.loads(early[i % len(early)].value)
+        wrong["amount"] = float(wrong["amount"]) + 1.0 + i
+        flood.append((early[i % len(early)].key, orjson.dumps(wrong)))
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=ctx.stack.bootstrap, acks="all",
+                                    linger_ms=5)
+        await producer.start()
+        try:
+            for key, value in flood:
+                await producer.send(ctx.label_topic, value, key=key,
+                                    partition=int(key.split(b"-", 1)[0][1:]))
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    worker = ctx.workers[-1]
+    before = worker.metric("fraud_labels_total")
+    ctx.fault_start = time.time()
+    asyncio.run(send())
+    sent = time.time()
+    deadline = time.monotonic() + 120
+    while (worker.metric("fraud_labels_total") - before < FLOOD - FLOOD_BAD
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    ctx.fault_end = time.time()
+    ctx.notes.append(f"{len(flood):,} labels sent in {sent - ctx.fault_start:.1f} s, recorded "
+                     f"in {ctx.fault_end - ctx.fault_start:.1f} s")
 
 
 BAD_MODEL = "bad-output"
@@ -148,5 +216,8 @@ FAULTS: dict[str, Fault] = {
               _redis_out_of_memory),
         Fault("bad-model", "a model that cannot score swapped in", _bad_model_swapped_in,
               {"FRAUD_MODEL_POLL_SECONDS": "0.5"}, own_models=True),
+        Fault("redis-flushed", "Redis flushed mid-stream (FLUSHALL)", _redis_flushed),
+        Fault("label-flood", f"{FLOOD:,} labels at once, {FLOOD_BAD} of them wrong",
+              _label_flood),
     )
 }

@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 from fraudcore import FEATURE_NAMES, SPEC
-from fraudtools.chaos.faults import BAD_MODEL, FAULTS, Context
+from fraudtools.chaos.faults import BAD_MODEL, FAULTS, FLOOD_BAD, Context
 from fraudtools.chaos.stack import PrivateStack
 from fraudtools.chaos.stream import (
     collect,
@@ -71,7 +71,9 @@ class Outcome:
     undegraded_during_outage: int = 0  # of those, not marked degraded
     mismatched: int = 0  # decisions whose features differ from what the fault allows
     differ_from_uninterrupted: int = 0  # decisions whose features differ from replay(frame)
-    dead_letters: int = 0
+    dead_letters: int = 0  # of transactions (valid, all of them)
+    label_dead_letters: int = 0
+    state_lost: int = 0  # times the worker reported the state lost (fraud_state_lost_total)
     recover_seconds: float = 0.0  # fault start -> every later decision live again
     live_latency_seconds: float = LIVE_LATENCY  # what counted as live in this run
     baseline_p99_seconds: float = 0.0  # send -> decision, p99, before the fault
@@ -122,9 +124,10 @@ def run_fault(
         ctx.spawned.append(worker)
         return worker
 
-    ctx = Context(stack, [], spawn, model_dir=model_dir)
     records = feed(frame, delay_days=SPEC.label_delay_days)
     labels = [r for r in records if r.kind == "label"]
+    ctx = Context(stack, [], spawn, model_dir=model_dir, label_topic=topics.labels,
+                  labels=labels)
     transactions = [r for r in records if r.kind == "transaction"]
     sent_at: dict[str, float] = {}
     failure: list[BaseException] = []
@@ -158,6 +161,8 @@ def run_fault(
         dead = asyncio.run(collect(stack.bootstrap, topics.dlq, expected=None,
                                    timeout=10, quiet=1.0))
         outcome.worker_alive = ctx.workers[-1].alive()
+        outcome.state_lost = int(sum(w.metric("fraud_state_lost_total") for w in ctx.workers
+                                     if w.alive()))
         held = "holding, retry" in "".join(w.output() for w in ctx.spawned)
     finally:
         for worker in ctx.spawned:
@@ -202,7 +207,8 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
     outcome.lost = len(ids - set(first))
     outcome.duplicated = len(decisions) - len(first)
     outcome.inconsistent_copies = sum(len(a) > 1 for a in answers.values())
-    outcome.dead_letters = len(dead)
+    outcome.dead_letters = sum(d.get("topic") != ctx.label_topic for d in dead)
+    outcome.label_dead_letters = len(dead) - outcome.dead_letters
     outcome.degraded = sum(bool(d.get("degraded")) for d in decisions)
     outcome.served_by_bad_model = sum(d["model_version"] == BAD_MODEL for d in decisions)
 
@@ -236,6 +242,24 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
             continue
         if not np.array_equal(online, base[tx]):
             outcome.differ_from_uninterrupted += 1
+        if outcome.fault == "label-flood" and not d.get("degraded"):
+            # Labels queued behind the flood are recorded late (seconds: days of this
+            # compressed stream's time), so a terminal may show fewer known frauds than
+            # uninterrupted — never more (a wrong label counted), and nothing else differs.
+            fraud = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("fraud_")]
+            count = FEATURE_NAMES.index("fraud_count_by_terminal_30d_delay7d")
+            other = [i for i in range(len(FEATURE_NAMES)) if i not in fraud]
+            if (not np.array_equal(online[other], base[tx][other])
+                    or online[count] > base[tx][count]):
+                outcome.mismatched += 1
+            continue
+        if d.get("degraded") and outcome.fault == "redis-flushed":
+            # Decided on the state from the flush on: never more than an uninterrupted
+            # run counted (a count above it would be a double count), never unmarked.
+            counts = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("tx_count")]
+            if any(online[i] > base[tx][i] for i in counts):
+                outcome.mismatched += 1
+            continue
         allowed = empty[tx] if d.get("degraded") else base[tx]
         if not np.array_equal(online, allowed):
             outcome.mismatched += 1
@@ -278,8 +302,18 @@ def _judge(outcome: Outcome, *, held: bool, ctx: Context) -> None:
         if outcome.undegraded_during_outage:
             p.append(f"{outcome.undegraded_during_outage} decided during the outage without "
                      "the `degraded` mark")
+    elif outcome.fault == "redis-flushed":
+        if outcome.state_lost != 1:
+            p.append(f"the state loss was reported {outcome.state_lost} times, not once")
+        if not outcome.degraded:
+            p.append("no decision after the flush was marked degraded")
     elif outcome.degraded:
         p.append(f"{outcome.degraded} degraded decisions without a Redis outage")
+    if outcome.fault == "label-flood" and outcome.label_dead_letters != FLOOD_BAD:
+        p.append(f"{outcome.label_dead_letters} labels dead-lettered, not the {FLOOD_BAD} "
+                 "wrong ones")
+    elif outcome.fault not in ("label-flood", "redis-flushed") and outcome.label_dead_letters:
+        p.append(f"{outcome.label_dead_letters} valid labels were dead-lettered")
     if outcome.fault == "bad-model":
         if any("never refused" in n for n in ctx.notes):
             p.append("the worker never refused the bad model")

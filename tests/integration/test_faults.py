@@ -19,6 +19,7 @@ import pytest
 
 from fraudtools.chaos import (
     FAULTS,
+    FLOOD_BAD,
     OUTAGE,
     Outcome,
     PrivateStack,
@@ -125,7 +126,30 @@ def test_a_bad_model_swapped_in_is_refused_and_the_old_one_decides_everything(
     assert outcome.degraded == 0 and outcome.differ_from_uninterrupted == 0
 
 
+def test_a_redis_flushed_mid_stream_is_detected_and_every_later_decision_marked(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "redis-flushed", frame, uninterrupted, tmp_path)
+    assert outcome.state_lost == 1
+    # Every decision on lost state is marked (an unmarked one must equal the uninterrupted
+    # run, which _run checks), and the stream goes on after the flush.
+    assert 0 < outcome.degraded <= outcome.decisions
+    assert 0 < outcome.differ_from_uninterrupted <= outcome.degraded
+
+
+def test_a_label_flood_refuses_exactly_the_wrong_labels_and_counts_none_of_them(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    outcome = _run(private_stack, "label-flood", frame, uninterrupted, tmp_path)
+    assert outcome.label_dead_letters == FLOOD_BAD
+    assert outcome.degraded == 0
+    # Decisions differ from the uninterrupted run only by labels recorded late behind the
+    # flood (fewer known frauds, never more: _run checks mismatched == 0).
+
+
 def test_the_scenarios_cover_every_fault() -> None:
     assert set(FAULTS) == {"worker-sigkill", "worker-sigterm", "broker-restart",
                            "redis-down-hold", "redis-down-open", "rebalance", "redis-oom",
-                           "bad-model"}
+                           "bad-model", "redis-flushed", "label-flood"}

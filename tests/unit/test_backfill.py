@@ -276,3 +276,38 @@ def test_a_store_away_is_waited_for_and_no_batch_is_skipped() -> None:
     text = out.getvalue()
     assert "Redis unavailable (the in-memory store is marked down); holding" in text
     assert "Redis answers again after" in text
+
+
+def test_a_backfill_that_covers_the_retention_up_to_the_loss_marks_the_state_complete() -> None:
+    from fraudtools.backfill_report import mark_state
+    from service.lineage import Lineage
+    from service.memory import MemoryStore
+
+    day = 86_400.0
+    now = 1_800_000_000.0
+    lost_at = now - 2 * day  # the workers recorded everything since
+    store = MemoryStore(clock=lambda: now)
+    store.marker = Lineage("g1", lost_at, complete=False)
+
+    short = Counts("file", first_event=now - 20 * day, last_event=lost_at)
+    assert asyncio.run(mark_state(store, short, now=now)) is False
+    assert "left partial" in short.state and not store.marker.complete
+
+    stale = Counts("file", first_event=now - 60 * day, last_event=now - 10 * day)
+    assert asyncio.run(mark_state(store, stale, now=now)) is False  # a gap before the loss
+
+    whole = Counts("file", first_event=now - 45 * day, last_event=lost_at + 5.0)
+    assert asyncio.run(mark_state(store, whole, now=now)) is True
+    assert store.marker.complete and store.marker.generation == "g1"
+    assert whole.state.startswith("marked complete")
+
+
+def test_mark_complete_forces_it() -> None:
+    from fraudtools.backfill_report import mark_state
+    from service.memory import MemoryStore
+
+    store = MemoryStore(clock=lambda: 1_800_000_000.0)
+    counts = Counts("topics", first_event=None, last_event=None)
+    assert asyncio.run(mark_state(store, counts, now=1_800_000_000.0, force=True)) is True
+    assert store.marker is not None and store.marker.complete
+    assert "--mark-complete" in counts.state

@@ -51,7 +51,7 @@ from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
 from service import metrics
 from service.backlog import MAX_UNRECORDED, Backlog
 from service.dead_letters import DeadLetters, internal, systemic
-from service.delivery import Delivery, Output, send_until_acknowledged
+from service.delivery import Delivery, Output, send_until_acknowledged, watched
 from service.labels import LabelOptions, LabelPath, Progress
 from service.lineage import StateLineage
 from service.ports import Answer, Models, Sink, StateStore
@@ -403,13 +403,13 @@ class BatchPipeline:
             if decision.action != "approve":
                 outputs.append(Output(self.topics.alerts, key, value))
             actions[decision.action] += 1
-        for action, n in actions.items():
-            metrics.DECISIONS.labels(action).inc(n)
         outputs += [Output(self.topics.dlq, d.key, d.value) for d in result.dead_letters]
         queued: list[Awaitable[object]] = []
         try:
-            for output in outputs:
-                queued.append(await self.sink.send(output.topic, output.key, output.value))
+            # A send waits for its topic's metadata: forever for a topic that does not exist.
+            with watched(self.readiness, (o.topic for o in outputs)):
+                for output in outputs:
+                    queued.append(await self.sink.send(output.topic, output.key, output.value))
         except Exception as exc:  # noqa: BLE001 - the delivery sends them all again
             log.warning("queueing %d records failed (%r)", len(outputs), exc)
         metrics.STAGE_SECONDS.labels("emit").observe(time.perf_counter() - started)
@@ -419,11 +419,17 @@ class BatchPipeline:
             send_again=self._send_until_acknowledged,
             record_times=record_times,
             clock=self.clock,
+            actions=actions,
+            readiness=self.readiness,
         )
 
     async def _send_until_acknowledged(self, outputs: list[Output]) -> None:
         await send_until_acknowledged(
-            self.sink, outputs, max_delay=self.options.retry_max_seconds, sleep=self.sleep
+            self.sink,
+            outputs,
+            max_delay=self.options.retry_max_seconds,
+            sleep=self.sleep,
+            readiness=self.readiness,
         )
 
     # -- labels --------------------------------------------------------------------------

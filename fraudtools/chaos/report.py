@@ -19,7 +19,12 @@ LEGEND = (
     "records beyond the first of a transaction (same score and action, checked); "
     "*mismatched features*: decisions (every copy) whose 22 features differ from the "
     "offline replay of the same stream (a degraded one, from features on empty history, "
-    "which is what fail-open decides on); *decisions paused*: the "
+    "which is what fail-open decides on); *late labels*: decisions that counted fewer "
+    "known frauds than the replay because a label was read after them (labels have their "
+    "own topic; this stream's time is compressed, 16 days in ~23 s, so a few seconds are "
+    "days) — never more frauds, nothing else different, and every label recorded in the "
+    "end (checked); *dead letters*: of transactions (all valid), and of labels; "
+    "*decisions paused*: the "
     "longest time without any decision after the fault started; *time to recover*: from "
     "the fault's start until every later transaction is decided within the live latency "
     f"(the larger of {LIVE_LATENCY:g} s and 1.5 x the p99 before the fault) of being sent; "
@@ -33,8 +38,9 @@ TABLE_END = "<!-- chaos-table:end -->"
 def table(outcomes: Iterable[Outcome]) -> str:
     lines = [
         "| fault | events | decisions | lost | duplicated | degraded | mismatched features "
-        "| decisions paused | time to recover | max latency | result |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| late labels | dead letters (tx / labels) | decisions paused | time to recover "
+        "| max latency | result |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for o in outcomes:
         mismatched = f"{o.mismatched}"
@@ -42,7 +48,8 @@ def table(outcomes: Iterable[Outcome]) -> str:
             mismatched += f" ({o.differ_from_uninterrupted} differ from an uninterrupted run)"
         lines.append(
             f"| {o.title} | {o.events:,} | {o.decisions:,} | {o.lost} | {o.duplicated} "
-            f"| {o.degraded} | {mismatched} | {o.paused_seconds:.1f} s "
+            f"| {o.degraded} | {mismatched} | {o.late_labels} "
+            f"| {o.dead_letters} / {o.label_dead_letters} | {o.paused_seconds:.1f} s "
             f"| {o.recover_seconds:.1f} s | {o.max_latency_seconds:.1f} s "
             f"| {'pass' if o.ok else 'FAIL'} |"
         )

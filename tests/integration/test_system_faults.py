@@ -375,3 +375,39 @@ def test_no_card_number_in_the_log_at_debug_level(run: Run, tmp_path: Path) -> N
     log = worker.output()
     assert "[DEBUG] Request to" in log  # the Kafka client did log at debug level...
     assert card not in log  # ...without the card number
+
+
+# --- an output topic that does not exist -------------------------------------------------
+
+
+def test_a_missing_output_topic_holds_shows_and_counts_nothing_until_it_exists(
+    run: Run, tmp_path: Path
+) -> None:
+    """Before: /health 200 throughout, 'Topic ... not found' logged hundreds of times, and
+    decisions counted that never reached the broker."""
+    from fraudtools.kafka_admin import create_topics, delete_topics
+
+    missing = f"{run.topic('decisions')}-missing"
+    worker = Worker(run.env(FRAUD_TOPIC_DECISIONS=missing), tmp_path / "w.log").start()
+    worker.wait_ready()
+    try:
+        _send(run, _transactions(5))
+
+        def unready() -> bool:
+            status, _ = worker.health() or (0, {})
+            return status == 503
+
+        _until(unready, timeout=90)
+        _, body = worker.health() or (0, {})
+        assert missing in str(body["faults"]["output"]), body  # type: ignore[index]
+        assert worker.metric("fraud_decisions_total") == 0
+
+        asyncio.run(create_topics(BOOTSTRAP, [missing]))
+        decisions = asyncio.run(consume(missing, until=5, timeout=120))
+        assert len({d["transaction_id"] for d in decisions}) == 5
+        _until(lambda: (worker.health() or (0, {}))[0] == 200, timeout=60)
+        _until(lambda: worker.metric("fraud_decisions_total") == 5)
+        assert asyncio.run(drain(run.topic("dlq"), quiet=1.0)) == []
+    finally:
+        worker.stop()
+        asyncio.run(delete_topics(BOOTSTRAP, [missing]))

@@ -296,6 +296,28 @@ def test_outputs_the_broker_did_not_acknowledge_are_all_sent_again(models: Model
     assert [r["transaction_id"] for r in sink.records("decisions")] == ["tx-1", "tx-0", "tx-1"]
 
 
+def test_outputs_that_cannot_be_sent_make_the_worker_unready_and_count_nothing_until_sent(
+    models: ModelHolder,
+) -> None:
+    """A missing output topic, a broker refusing: the batch is sent again until it is in,
+    /health says why meanwhile, and its decisions are counted only once delivered."""
+    sink = RecordingSink(nack=1, refuse=2)  # the first ack fails, then two sends raise
+    seen: list[tuple[dict[str, str], float]] = []
+
+    async def watching(seconds: float) -> None:
+        seen.append((p.readiness.faults, metric("fraud_decisions_total", action="approve")))
+
+    p = BatchPipeline(MemoryStore(clock=lambda: NOW), models, sink, topics=TOPICS,
+                      clock=lambda: NOW, sleep=watching)
+    before = metric("fraud_decisions_total", action="approve")
+    asyncio.run(decide(p, messages(tx(0))))
+    assert seen, "the sends were retried"
+    assert all("output" in faults and "decisions" in faults["output"] for faults, _ in seen)
+    assert all(count == before for _, count in seen)  # nothing counted while undelivered
+    assert metric("fraud_decisions_total", action="approve") == before + 1
+    assert p.readiness.faults == {}  # delivered: ready again
+
+
 def test_a_model_that_fails_at_run_time_holds_the_batch_until_a_model_scores_it(
     models: ModelHolder,
 ) -> None:

@@ -11,6 +11,8 @@ decided and none dead-lettered, the labels recorded and what the bounds dropped.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -72,9 +74,16 @@ async def phase(bench: Bench, n: int = BURST) -> None:
     watched = await bench.watch(where.names.decisions, n, bench.cpu_pids(worker=w.pid),
                                 what="burst", alive=[w])
     decisions = await read_decisions(bench.bootstrap, where.names.decisions)
-    metrics = await w.metrics()
+    # The labels, on their own topic, may still be on their way: until each is recorded or
+    # dead-lettered (a label waits up to FRAUD_LABEL_WAIT_SECONDS for its transaction).
+    deadline = time.monotonic() + 60
+    while True:
+        metrics = await w.metrics()
+        dead = await _count(bench.bootstrap, where.names.dlq)
+        if metrics.get("fraud_labels_total{}", 0) + dead >= n or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     w.stop()
-    dead = await _count(bench.bootstrap, where.names.dlq)
     bench.result["burst_eps"] = round(decisions.rate())
     bench.result["phases"]["burst"] = {
         **bench.check_complete("burst", decisions, n),

@@ -9,12 +9,53 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
 
+from fraudcore.errors import InvalidEvent
 from service import metrics
 from service.records import DeadLetter, Message, dead_letter
 
-__all__ = ["DeadLetters", "internal", "systemic"]
+__all__ = ["Checked", "DeadLetters", "check_each", "internal", "systemic"]
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[E]):
+    """A batch's messages after decoding and checks: the events kept, with their message;
+    the messages refused (their fault, with the reason); the poison (a bug on that message
+    alone, with the error)."""
+
+    kept: list[tuple[E, Message]] = field(default_factory=list)
+    refused: list[tuple[Message, str]] = field(default_factory=list)
+    poison: list[tuple[Message, str]] = field(default_factory=list)
+
+
+def check_each(
+    batch: Sequence[Message],
+    decode: Callable[[bytes | None], E],
+    refuse: Callable[[E, Message], str | None],
+) -> Checked[E]:
+    """Decode each message (``InvalidEvent``: refused with its reason; any other error:
+    poison), then ask ``refuse`` why the event is refused, if it is."""
+    out: Checked[E] = Checked()
+    for message in batch:
+        try:
+            event = decode(message.value)
+        except InvalidEvent as exc:
+            out.refused.append((message, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
+            log.exception("decoding %s failed", message.where)
+            out.poison.append((message, internal(exc)))
+            continue
+        reason = refuse(event, message)
+        if reason:
+            out.refused.append((message, reason))
+        else:
+            out.kept.append((event, message))
+    return out
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from fraudcore import SPEC, FeatureSpec, LabelEvent
-from fraudcore.errors import InvalidEvent, StateUnavailable
+from fraudcore.errors import StateUnavailable
 from service import metrics
-from service.dead_letters import DeadLetters, internal
+from service.dead_letters import DeadLetters, check_each
 from service.delivery import Output
 from service.ports import LabelsAnswer, StateStore
 from service.readiness import Readiness
@@ -125,25 +125,14 @@ class LabelPath:
     def _decode(
         self, batch: Sequence[Message]
     ) -> tuple[list[tuple[LabelEvent, Message]], list[DeadLetter]]:
-        labels: list[tuple[LabelEvent, Message]] = []
-        refused: list[tuple[Message, str]] = []
-        poison: list[tuple[Message, str]] = []
-        for message in batch:
-            try:
-                label = decode_label(message.value)
-            except InvalidEvent as exc:
-                refused.append((message, str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
-                log.exception("decoding %s failed", message.where)
-                poison.append((message, internal(exc)))
-                continue
-            reason = self._refused(label) or self.dead.miskeyed(message, label.card_id)
-            if reason:
-                refused.append((message, reason))
-            else:
-                labels.append((label, message))
-        return labels, self.dead.many(refused, poison)
+        checked = check_each(
+            batch,
+            decode_label,
+            lambda label, message: (
+                self._refused(label) or self.dead.miskeyed(message, label.card_id)
+            ),
+        )
+        return checked.kept, self.dead.many(checked.refused, checked.poison)
 
     def _refused(self, label: LabelEvent) -> str | None:
         """Why a label is refused before the store is asked, if it is."""

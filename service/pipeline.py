@@ -47,10 +47,10 @@ from typing import Literal
 import numpy as np
 
 from fraudcore import SPEC, CardHistory, TerminalHistory, Transaction, compute, decide
-from fraudcore.errors import DuplicateConflict, InvalidEvent, StateUnavailable
+from fraudcore.errors import DuplicateConflict, StateUnavailable
 from service import metrics
 from service.backlog import MAX_UNRECORDED, Backlog
-from service.dead_letters import DeadLetters, internal, systemic
+from service.dead_letters import DeadLetters, check_each, internal, systemic
 from service.delivery import Delivery, Output, send_until_acknowledged, watched
 from service.labels import LabelOptions, LabelPath, Progress
 from service.lineage import StateLineage
@@ -230,36 +230,21 @@ class BatchPipeline:
 
     def _decode(self, batch: Sequence[Message]) -> _Decoded:
         started = time.perf_counter()
-        valid: list[tuple[Transaction, Message]] = []
-        refused: list[tuple[Message, str]] = []
-        poison: list[tuple[Message, str]] = []
         horizon = self.clock() + self.options.max_future_seconds
-        for message in batch:
-            try:
-                tx = self.decode(message.value)
-            except InvalidEvent as exc:
-                refused.append((message, str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bug on this message: poison
-                log.exception("decoding %s failed", message.where)
-                poison.append((message, internal(exc)))
-                continue
+
+        def refuse(tx: Transaction, message: Message) -> str | None:
             if tx.epoch > horizon:
                 # State is trimmed relative to event time: one event from the far future
                 # would wipe its card's and terminal's history.
-                reason = (
+                return (
                     f"timestamp: more than {self.options.max_future_seconds:g} s "
                     "ahead of the worker's clock"
                 )
-                refused.append((message, reason))
-                continue
-            miskeyed = self._dead.miskeyed(message, tx.card_id)
-            if miskeyed:
-                refused.append((message, miskeyed))
-                continue
-            valid.append((tx, message))
+            return self._dead.miskeyed(message, tx.card_id)
+
+        checked = check_each(batch, self.decode, refuse)
         metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
-        return _Decoded(valid, refused, poison)
+        return _Decoded(checked.kept, checked.refused, checked.poison)
 
     async def _exchange_state(self, decoded: _Decoded) -> _Exchanged | Unavailable:
         started = time.perf_counter()

@@ -10,6 +10,23 @@ from __future__ import annotations
 
 __all__ = ["CARD", "LABEL", "TERMINAL"]
 
+
+def _keep_newest(keep: str) -> str:
+    """Lua: drop the oldest members of the sorted set KEYS[1] (and their fields of the hash
+    KEYS[2]) until ``keep`` are left, 1,000 at a time; ``over`` = how many went."""
+    return f"""local over = redis.call('ZCARD', KEYS[1]) - ({keep})
+if over > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+  for i = 1, #oldest, 1000 do
+    redis.call('HDEL', KEYS[2], unpack(oldest, i, math.min(i + 999, #oldest)))
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+else
+  over = 0
+end
+"""
+
+
 # Both scripts trim the hash before the sorted set, and unpack at most 1,000 values at a time
 # (Lua's C stack takes ~8,000): a trim never stops half-way, whatever a key's size, and a
 # trim that fails leaves the sorted set listing what is still to remove.
@@ -34,17 +51,7 @@ if seen then
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[1], id)
 end
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[6]) + 1
-if over > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, over - 1)
-  for i = 1, #oldest, 1000 do
-    redis.call('HDEL', KEYS[2], unpack(oldest, i, math.min(i + 999, #oldest)))
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
-else
-  over = 0
-end
-local history = redis.call('HVALS', KEYS[2])
+""" + _keep_newest("tonumber(ARGV[6]) - 1") + """local history = redis.call('HVALS', KEYS[2])
 redis.call('ZADD', KEYS[1], ARGV[2], id)
 redis.call('HSET', KEYS[2], id, content)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -92,17 +99,7 @@ LABEL = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 end
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
-if over > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, over - 1)
-  for i = 1, #oldest, 1000 do
-    redis.call('HDEL', KEYS[2], unpack(oldest, i, math.min(i + 999, #oldest)))
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
-else
-  over = 0
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+""" + _keep_newest("tonumber(ARGV[5])") + """redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return over
 """

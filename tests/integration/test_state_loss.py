@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from redis import Redis
 
-from .conftest import BOOTSTRAP, Run, Worker, consume
+from .conftest import Run, Worker, consume
+from .test_system_faults import _send
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
@@ -24,20 +24,6 @@ def _tx(i: int) -> bytes:
         "transaction_id": f"loss-{i}", "card_id": "card-1", "terminal_id": "T-1",
         "amount": 20.0 + i, "timestamp": (T0 + timedelta(minutes=i)).isoformat(),
     })
-
-
-def _send(run: Run, values: list[bytes]) -> None:
-    async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
-        await producer.start()
-        try:
-            for value in values:
-                await producer.send(run.topic("transactions"), value, key=b"card-1")
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
 
 
 def test_a_flushed_redis_is_detected_shown_and_its_decisions_marked(

@@ -23,8 +23,10 @@ Whose fault it is decides where a message goes:
   model is current then (under either policy: there is no score to fall back on);
 - while it holds on the store or the model, :class:`~service.readiness.Readiness` says
   so (``/health`` 503, ``fraud_faults``, one log line per change);
-- a bug (any other exception): the batch is dead-lettered with the error, so nothing is
-  lost silently;
+- a bug (any other exception): the batch is tried again a message at a time; the messages
+  that fail alone are dead-lettered with the error (poison, their recorded state undone),
+  the rest decided; when every one fails alone it is the system's fault and the batch is
+  held (``/health`` 503) until it works;
 - the broker's (a send that fails): the batch's outputs are sent again until every one
   is acknowledged (:class:`Delivery`).
 
@@ -200,24 +202,73 @@ class BatchPipeline:
 
     async def _exchange(self, batch: Sequence[Message]) -> _Exchanged:
         """Validate, then one state exchange for the batch (held while the store is away).
-        The state is recorded when this returns."""
+        The state is recorded when this returns.
+
+        A batch that fails with an unexpected error (a bug: in the store's replies, say) is
+        tried again one message at a time, so that only the messages that fail alone are
+        dead-lettered (poison); when every one fails alone, the fault is the system's and
+        the batch is held until it works."""
         try:
-            decoded = await hold(
-                partial(self._decode_unless_systemic, batch),
-                what="decoding",
-                max_delay=self.options.retry_max_seconds,
-                sleep=self.sleep,
-            )
-            if not decoded.valid:
-                return _Exchanged(self._dead.many(decoded.refused, decoded.poison))
+            return await self._exchange_held(batch)
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+            if len(batch) < 2:
+                return _Exchanged(self._dead.batch(batch, "scoring", exc))
+            log.exception("scoring a batch of %d failed; trying it a message at a time", len(batch))
+        try:
             return await hold(
-                partial(self._exchange_state, decoded),
+                partial(self._one_at_a_time, batch),
                 what="scoring",
                 max_delay=self.options.retry_max_seconds,
                 sleep=self.sleep,
             )
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
+        except Exception as exc:  # noqa: BLE001 - a bug in the isolation itself
             return _Exchanged(self._dead.batch(batch, "scoring", exc))
+
+    async def _one_at_a_time(self, batch: Sequence[Message]) -> _Exchanged | Unavailable:
+        parts: list[_Exchanged] = []
+        poison: list[tuple[Message, str]] = []
+        for message in batch:
+            try:
+                parts.append(await self._exchange_held([message]))
+            except Exception as exc:  # noqa: BLE001 - this message alone fails: poison
+                log.exception("scoring %s failed alone", message.where)
+                poison.append((message, internal(exc)))
+                await self._forget_quietly(message)
+        if systemic(len(poison), len(parts)):
+            reason = f"every message of a batch fails alone: {poison[0][1]}"
+            self.readiness.fault("scoring", reason)
+            return Unavailable(reason, part="scoring")
+        self.readiness.clear("scoring")
+        return _Exchanged(
+            [*(d for part in parts for d in part.dead_letters), *self._dead.many([], poison)],
+            [row for part in parts for row in part.rows],
+            [scored for part in parts for scored in part.scored],
+            degraded=any(part.degraded for part in parts),  # marks more, never fewer
+        )
+
+    async def _forget_quietly(self, message: Message) -> None:
+        """Undo what a failed exchange may have recorded for a poison message (its
+        redelivery, once the bug is fixed, is then decided as new)."""
+        try:
+            await self.store.forget([self.decode(message.value)])
+        except Exception as exc:  # noqa: BLE001 - best effort: it is dead-lettered anyway
+            log.warning("could not undo the state of %s: %r", message.where, exc)
+
+    async def _exchange_held(self, batch: Sequence[Message]) -> _Exchanged:
+        decoded = await hold(
+            partial(self._decode_unless_systemic, batch),
+            what="decoding",
+            max_delay=self.options.retry_max_seconds,
+            sleep=self.sleep,
+        )
+        if not decoded.valid:
+            return _Exchanged(self._dead.many(decoded.refused, decoded.poison))
+        return await hold(
+            partial(self._exchange_state, decoded),
+            what="scoring",
+            max_delay=self.options.retry_max_seconds,
+            sleep=self.sleep,
+        )
 
     async def _decode_unless_systemic(self, batch: Sequence[Message]) -> _Decoded | Unavailable:
         decoded = self._decode(batch)

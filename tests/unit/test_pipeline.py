@@ -722,3 +722,61 @@ def test_a_partial_state_is_whole_again_once_the_retention_has_passed(
     now[0] += 41 * 86_400  # older than any history a feature reads
     asyncio.run(decide(p, messages(tx(2, at=T0 + timedelta(days=41)))))
     assert [d["degraded"] for d in sink_of(p).records("decisions")] == [False, True, False]
+
+
+# --- a bug outside decoding and features: split to find the poison ------------------------
+
+
+class BuggyStore(MemoryStore):
+    """The reference store with a bug on some batches: its exchange raises for a batch that
+    holds a transaction of ``poison`` ids (after recording it, as a reply-parsing bug
+    would), or for every batch while ``broken``."""
+
+    def __init__(self, *, poison: set[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poison = poison
+        self.broken = False
+
+    async def exchange(self, transactions: Sequence[Transaction],
+                       on_part: OnPart | None = None) -> list[Answer]:
+        answers = await super().exchange(transactions, on_part=None)
+        if self.broken or any(t.transaction_id in self.poison for t in transactions):
+            raise KeyError("a reply the store cannot read")
+        if on_part is not None:
+            on_part(answers)
+        return answers
+
+
+def test_a_bug_on_one_message_of_a_batch_dead_letters_it_alone(models: ModelHolder) -> None:
+    store = BuggyStore(poison={"tx-1"}, clock=lambda: NOW)
+    p = pipeline(models, store)
+    poison_before = metric("fraud_poison_total")
+    asyncio.run(decide(p, messages(tx(0), tx(1), tx(2))))
+    decisions = sink_of(p).records("decisions")
+    assert [d["transaction_id"] for d in decisions] == ["tx-0", "tx-2"]
+    assert [d["duplicate"] for d in decisions] == [True, True]  # the failed try recorded them
+    [dead] = sink_of(p).records("dlq")
+    assert "internal error (KeyError)" in dead["reason"] and '"tx-1"' in dead["payload"]
+    assert metric("fraud_poison_total") - poison_before == 1
+    assert store.state.cards["card-1"].get("tx-1") is None  # its recording undone
+    assert p.readiness.faults == {}
+
+
+def test_a_bug_that_fails_every_message_holds_the_batch_until_it_works(
+    models: ModelHolder,
+) -> None:
+    store = BuggyStore(poison=set(), clock=lambda: NOW)
+    store.broken = True
+    faults: list[dict[str, str]] = []
+
+    async def fixed_after_two(seconds: float) -> None:
+        faults.append(p.readiness.faults)
+        store.broken = len(faults) < 2
+
+    p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS, clock=lambda: NOW,
+                      sleep=fixed_after_two)
+    asyncio.run(decide(p, messages(tx(0), tx(1))))
+    assert len(faults) == 2 and all("scoring" in f for f in faults)
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-0", "tx-1"]
+    assert sink_of(p).records("dlq") == []
+    assert p.readiness.faults == {}

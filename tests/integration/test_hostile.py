@@ -388,9 +388,10 @@ def test_a_duplicate_id_at_another_terminal_is_dead_lettered(hostile: Hostile) -
     hostile.decide(first)
     other = {**first, "terminal_id": f"T-{uuid.uuid4().hex[:12]}"}
     where = hostile.bridge.send(orjson.dumps(other), first["card_id"].encode())
-    hostile.bridge.wait_decisions(first["transaction_id"], count=2, timeout=5)
     dead = hostile.bridge.wait_dead(where, timeout=5)
     assert dead is not None and "seen before" in dead["reason"]
+    # refused, not decided: the first one's decision stays the only one
+    assert len(hostile.bridge.wait_decisions(first["transaction_id"], count=2, timeout=2)) == 1
 
 
 def test_a_duplicate_id_with_another_card_is_dead_lettered(hostile: Hostile) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from fraudcore import CardHistory, Transaction
@@ -37,5 +39,8 @@ def test_no_history() -> None:
 
 def test_the_content_tells_terminals_apart() -> None:
     # A redelivery must match exactly; the same time and amount at another terminal must not.
-    assert _content(_tx(1, 0, 10.0)) == _content(_tx(1, 0, 10.0))
+    # Its layout, worked by hand: three little-endian doubles (time, amount, crc32).
+    tx = _tx(1, 0, 10.0)
+    expected = struct.pack("<3d", tx.epoch, 10.0, float(zlib.crc32(tx.terminal_id.encode())))
+    assert _content(tx) == expected
     assert _content(_tx(1, 0, 10.0)) != _content(_tx(2, 0, 10.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -199,8 +200,21 @@ def test_compute_applies_windows_to_any_superset_history():
     assert narrow == wide
 
 
+def _other(value: object) -> object:
+    if isinstance(value, tuple):
+        return (*value, 90)
+    if isinstance(value, float):
+        return value + 0.5
+    assert isinstance(value, int)
+    return value + 1
+
+
 def test_fingerprint_follows_the_definitions():
-    assert fingerprint() == fingerprint(SPEC)
+    # Equal specs built apart give the same fingerprint; every parameter moves it.
+    assert fingerprint(FeatureSpec()) == fingerprint(FeatureSpec(**asdict(SPEC)))
+    for name, value in asdict(SPEC).items():
+        changed = FeatureSpec(**{**asdict(SPEC), name: _other(value)})
+        assert fingerprint(changed) != fingerprint(), name
     assert fingerprint(FeatureSpec(label_delay_days=5)) != fingerprint()
     assert fingerprint(FeatureSpec(version=2)) != fingerprint()
 

@@ -13,7 +13,11 @@ worker's CPU per transaction (see docs/benchmarks.md).
 
 Key names are built by :class:`service.keys.KeyLayout` (the layout is drawn there).
 Every key is trimmed to the spec's retention, relative to the transaction being scored,
-and expires after it, so memory is bounded. Card ids appear only as keyed hashes.
+and to its size bound (``FeatureSpec.*_max_*``), and expires after it, so memory and the
+work per transaction are bounded; the scripts are in :mod:`service.scripts`. Labels are
+checked against the transaction they name before they are recorded (:meth:`add_labels`),
+and the state's marker (:mod:`service.lineage`) sits beside the keys. Card ids appear only
+as keyed hashes.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from fraudtools.isolated import IsolatedWorker
 from fraudtools.kafka_admin import PARTITIONS, create_topics, delete_topics
@@ -191,19 +191,26 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for_redis(url, timeout=10)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wait_for_redis(url: str, *, timeout: float) -> None:
+    """Until the Redis at ``url`` answers PING (a server this test just started)."""
     client = Redis.from_url(url)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 client.ping()
-                break
-            except RedisConnectionError:
+                return
+            except RedisError:  # refused, or still loading its data (BusyLoadingError)
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield url
     finally:
         client.close()
-        process.terminate()
-        process.wait(10)

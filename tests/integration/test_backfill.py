@@ -39,7 +39,7 @@ from training import generator
 from training.dataset import label_events, normalise
 from training.replay import replay
 
-from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run
+from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, wait_for_redis
 
 OUTPUTS = ("decisions", "alerts", "dlq")
 
@@ -285,17 +285,7 @@ def restartable_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
 
     def wait_up() -> None:
-        client = Redis.from_url(url)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        wait_for_redis(url, timeout=15)
 
     def outage(seconds: float) -> None:
         processes[-1].send_signal(signal.SIGKILL)

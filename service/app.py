@@ -12,13 +12,9 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 from pydantic import ValidationError
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from fraudcore.errors import ModelError
 from service import redaction
@@ -26,18 +22,15 @@ from service.agents import wire
 from service.kafka import faust_broker_options
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline, Options, OutputTopics
-from service.settings import DEVELOPMENT_CARD_KEY_SECRET, Settings
+from service.settings import Settings, StartupError
 from service.sink import ProducerSink
 from service.state import RedisStore
+from service.stores import build_store, check_redis, refuse_the_development_secret
 from service.web import add_pages
 
 __all__ = ["StartupError", "Worker", "build_store", "build_worker", "check_redis", "main"]
 
 log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The worker must not start; the message says why and what to do."""
 
 
 def _faust_app(s: Settings) -> faust.App:
@@ -71,83 +64,6 @@ def _faust_app(s: Settings) -> faust.App:
     )
 
 
-def _redis_options(s: Settings) -> dict[str, Any]:
-    """TLS options for Redis.from_url: the CA of a rediss:// server (FRAUD_REDIS_CA_FILE)."""
-    if s.redis_ca_file is None:
-        return {}
-    if not s.redis_url.get_secret_value().startswith("rediss://"):
-        # redis:// connections take no ssl_* option (TypeError at the first command).
-        raise StartupError("FRAUD_REDIS_CA_FILE needs a rediss:// FRAUD_REDIS_URL")
-    return {"ssl_ca_certs": str(s.redis_ca_file)}
-
-
-def _refuse_the_development_secret(s: Settings) -> None:
-    """The development card-key secret is public: with it anyone can compute the keyed hash
-    of any card number, so only a development stack may use it."""
-    if s.env != "development" and (
-        s.card_key_secret.get_secret_value() == DEVELOPMENT_CARD_KEY_SECRET
-    ):
-        raise StartupError(
-            "FRAUD_CARD_KEY_SECRET is not set (the development value is public: anyone could "
-            "compute the Redis key of a card number). Set a secret of your own, e.g. "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it: "
-            "changing it starts every card from an empty history. For a local stack, "
-            "FRAUD_ENV=development allows the development value."
-        )
-
-
-#: Redis maxmemory policies that drop keys: the feature state would vanish without a word
-#: (every key of the store has a TTL, so the volatile-* policies take them too).
-EVICTING = frozenset({
-    "allkeys-lru", "allkeys-lfu", "allkeys-random",
-    "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
-})
-
-
-def check_redis(s: Settings) -> None:
-    """Before the worker starts: refuse a Redis that evicts keys. A Redis that does not
-    answer yet, or does not let this user read its configuration (managed services often
-    do not), is a warning: the batch path holds until Redis answers."""
-    client = SyncRedis.from_url(
-        s.redis_url.get_secret_value(), socket_timeout=5.0, **_redis_options(s)
-    )
-    try:
-        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
-    except RedisError as exc:
-        log.warning(
-            "could not read Redis' maxmemory-policy (%s: %s); make sure it is noeviction: "
-            "an evicting Redis drops feature state silently",
-            type(exc).__name__,
-            exc,
-        )
-        return
-    finally:
-        client.close()
-    if policy in EVICTING:
-        raise StartupError(
-            f"Redis evicts keys (maxmemory-policy {policy}): cards and terminals would lose "
-            "their history without a word. Set `maxmemory-policy noeviction` (the worker "
-            "holds, and says so, when Redis is full) and give Redis the memory it needs."
-        )
-
-
-def build_store(s: Settings) -> RedisStore:
-    """The worker's Redis client and store, from its settings (URL, TLS, card-key secret,
-    prefix, id index): ``fraud-backfill`` writes through the same one. Contacts nothing.
-
-    Raises :class:`StartupError` for the public development secret outside development."""
-    _refuse_the_development_secret(s)
-    redis = Redis.from_url(
-        s.redis_url.get_secret_value(), socket_timeout=5.0, **_redis_options(s)
-    )
-    return RedisStore(
-        redis,
-        card_key_secret=s.card_key_secret.get_secret_value().encode(),
-        prefix=s.redis_key_prefix,
-        ids=s.unique_ids_across_cards,
-    )
-
-
 @dataclass(frozen=True)
 class Worker:
     """A built worker: the Faust app and the parts wired into it."""
@@ -164,7 +80,7 @@ def build_worker(s: Settings) -> Worker:
 
     Raises :class:`StartupError` when it must not start (no usable model, inconsistent
     settings)."""
-    _refuse_the_development_secret(s)
+    refuse_the_development_secret(s)
     try:
         # Refuse to start on a wrong model: it would score every transaction wrongly.
         models = ModelHolder(s.model_dir)

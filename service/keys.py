@@ -8,16 +8,23 @@ Keys (``P`` = prefix and feature-spec version, e.g. ``fraud:v1``)::
     P:card:{<hmac of card id>}:tx  ZSET  transaction id -> time
     P:card:{<hmac of card id>}:val HASH  transaction id -> (time, amount, crc32(terminal)) as
                                          three little-endian doubles
-    P:t:{<terminal id>}:tx         ZSET  transaction id -> time
-    P:t:{<terminal id>}:fraud      ZSET  fraud transaction id -> its time
-    P:t:{<terminal id>}:known      HASH  fraud transaction id -> when the label was known
+    P:t:{<terminal tag>}:tx        ZSET  transaction id -> time
+    P:t:{<terminal tag>}:fraud     ZSET  fraud transaction id -> its time
+    P:t:{<terminal tag>}:known     HASH  fraud transaction id -> when the label was known
     P:id:{<transaction id>}        STRING the first card (keyed hash, 16 digits) with this id
     P:lineage                      STRING the state's marker: generation|since|complete
                                           (service.lineage: is the state whole?)
+    P:lineage:{<slot tag>}         STRING the same, on a Redis Cluster: one in every slot,
+                                          so each shard holds its own (service.cluster)
 
 Each key carries a hash tag (``{...}``): a card's, a terminal's or an id's keys share one
 slot, so every script call stays on one shard of a Redis Cluster. Card ids appear only as
-keyed hashes (HMAC-SHA256 under the card key secret).
+keyed hashes (HMAC-SHA256 under the card key secret). The terminal tag is the terminal id
+with ``%``, ``{`` and ``}`` percent-encoded (``%25``, ``%7B``, ``%7D``): Redis hashes what
+lies between the first ``{`` and the next ``}``, so an id holding a brace would otherwise
+spread its keys over several slots (an id starting with ``}`` gives an empty tag, and
+Redis then hashes each whole key). Ids without those three characters are their own tag.
+A prefix may not hold braces: it would put every key in one slot.
 """
 
 from __future__ import annotations
@@ -29,7 +36,15 @@ from dataclasses import dataclass
 
 from fraudcore import SPEC, FeatureSpec
 
-__all__ = ["CardKeys", "KeyLayout", "TerminalKeys"]
+__all__ = ["CardKeys", "KeyLayout", "TerminalKeys", "terminal_tag"]
+
+_ESCAPE = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+
+
+def terminal_tag(terminal_id: str) -> str:
+    """The terminal's hash tag: its id, with ``%``, ``{`` and ``}`` percent-encoded (one
+    slot for its keys, whatever the id holds; two ids never share a tag)."""
+    return terminal_id.translate(_ESCAPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,11 @@ class KeyLayout:
     """Key names under one prefix and feature-spec version."""
 
     def __init__(self, *, card_key_secret: bytes, prefix: str = "fraud", spec: FeatureSpec = SPEC):
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(
+                f"the Redis key prefix {prefix!r} holds a brace: on a Redis Cluster every key "
+                "would hash to one slot (one shard); use a prefix without braces"
+            )
         self.root = f"{prefix}:v{spec.version}"
         self._secret = card_key_secret
         # The HMAC was ~8 % of a transaction's cost; active cards come back often.
@@ -63,7 +83,7 @@ class KeyLayout:
         return CardKeys(f"{base}:tx", f"{base}:val")
 
     def terminal(self, terminal_id: str) -> TerminalKeys:
-        base = f"{self.root}:t:{{{terminal_id}}}"
+        base = f"{self.root}:t:{{{terminal_tag(terminal_id)}}}"
         return TerminalKeys(f"{base}:tx", f"{base}:fraud", f"{base}:known")
 
     def transaction_id(self, transaction_id: str) -> str:
@@ -72,6 +92,10 @@ class KeyLayout:
     @property
     def lineage(self) -> str:
         return f"{self.root}:lineage"
+
+    def slot_lineage(self, tag: str) -> str:
+        """The marker in the slot of ``tag`` (a Redis Cluster keeps one in every slot)."""
+        return f"{self.root}:lineage:{{{tag}}}"
 
     def pattern(self, kind: str = "*") -> str:
         """A ``SCAN MATCH`` pattern: ``"card"``, ``"t"`` or ``"id"`` keys, or every key."""

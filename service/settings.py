@@ -12,11 +12,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEVELOPMENT_CARD_KEY_SECRET", "Settings"]
+__all__ = ["DEVELOPMENT_CARD_KEY_SECRET", "Settings", "StartupError"]
 
 #: The card-key secret a worker gets when none is set: public (it is in this file), so only
 #: a development stack (FRAUD_ENV=development) may run with it.
 DEVELOPMENT_CARD_KEY_SECRET = "change-me-in-production"
+
+
+class StartupError(Exception):
+    """The worker must not start; the message says why and what to do."""
 
 
 class Settings(BaseSettings):
@@ -35,7 +39,29 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ca_file: Path | None = None
 
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_mode: Literal["single", "cluster", "sentinel"] = Field(
+        "single",
+        description="single: FRAUD_REDIS_URL is one Redis; cluster: it lists one or more seed "
+        "nodes of a Redis Cluster, comma-separated; sentinel: it lists the sentinels, which "
+        "name the primary of FRAUD_REDIS_SENTINEL_MASTER",
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// (TLS); user and password in the first address "
+        "apply to every node",
+    )
+    redis_sentinel_master: str | None = Field(
+        None, description="the service name the sentinels monitor (sentinel mode)"
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="the sentinels' own password, when they have one (sentinel mode)"
+    )
+    redis_wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="replicas that must hold a batch's writes before it is decided (WAIT), so "
+        "a failover loses none; default 1 in cluster and sentinel mode, 0 for one Redis",
+    )
     redis_ca_file: Path | None = Field(
         None, description="CA bundle that signed the Redis server's certificate (rediss://)"
     )
@@ -104,3 +130,11 @@ class Settings(BaseSettings):
     web_port: int = 6066
     data_dir: Path = Path(".stack/worker")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas a batch's writes must reach (FRAUD_REDIS_WAIT_REPLICAS, or the mode's
+        default: a cluster or Sentinel setup has replicas to fail over to)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 0 if self.redis_mode == "single" else 1

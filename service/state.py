@@ -23,15 +23,12 @@ as keyed hashes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import hiredis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -40,21 +37,26 @@ from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.features import terminal_windows
 from fraudcore.state import LabelCheck
 from service import scripts
+from service.commands import Call, Script, command, pack
 from service.keys import KeyLayout
 from service.lineage import Lineage
 from service.ports import Answer, Exchange, LabelsAnswer, OnPart
 from service.replies import card_history, check_label, floats, newest_score, stored
 
-__all__ = ["PART", "RedisStore"]
+__all__ = ["PART", "REDIS_FAULTS", "RedisStore", "ReplicasBehind", "unavailable"]
 
 #: Redis' faults, never the transaction's: unreachable, timed out, out of memory (``maxmemory``
 #: with ``noeviction``), read-only (a replica after a failover), busy or loading, a script
 #: error. The store answers every one as StateUnavailable, so the batch is held (or decided
 #: degraded), never dead-lettered.
-_REDIS_FAULTS = (RedisError, OSError)
+REDIS_FAULTS = (RedisError, OSError)
 
 
-def _unavailable(exc: BaseException) -> StateUnavailable:
+class ReplicasBehind(RedisError):
+    """Fewer replicas than asked for acknowledged a round trip's writes."""
+
+
+def unavailable(exc: BaseException) -> StateUnavailable:
     return StateUnavailable(f"Redis: {type(exc).__name__}: {exc}")
 
 
@@ -62,56 +64,35 @@ def _unavailable(exc: BaseException) -> StateUnavailable:
 #: is still running in Redis.
 PART = 100
 
-def _pack(*args: str | int | bytes) -> bytes:
-    """One command in Redis' protocol, packed in C."""
-    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type] # stub: a 1-tuple
-    return packed
-
-
-@dataclass(frozen=True, slots=True)
-class _Script:
-    source: str
-    sha: str
-
-    @classmethod
-    def of(cls, source: str) -> _Script:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis' id
-
-    def call(self, keys: Sequence[str], args: Sequence[str | bytes]) -> _Call:
-        return _Call(_pack("EVALSHA", self.sha, len(keys), *keys, *args), self)
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One packed command; ``script`` when it is an EVALSHA (reloaded on NOSCRIPT)."""
-
-    packed: bytes
-    script: _Script | None = None
-
-
 class RedisStore:
     """The feature state of cards and terminals, shared by every worker (a
     :class:`~service.ports.StateStore`)."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         card_key_secret: bytes,
         prefix: str = "fraud",
         spec: FeatureSpec = SPEC,
         ids: bool = True,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
     ) -> None:
         self.redis = redis
         self.spec = spec
         self.clock = clock  # the id index keeps an id a card's retention from now at least
         self.ids = ids  # index ids across cards: the same id with another card is refused
         self.keys = KeyLayout(card_key_secret=card_key_secret, prefix=prefix, spec=spec)
-        self._card = _Script.of(scripts.CARD)
-        self._terminal = _Script.of(scripts.TERMINAL)
-        self._label = _Script.of(scripts.LABEL)
-        self._timeout = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
+        self._card = Script.of(scripts.CARD)
+        self._terminal = Script.of(scripts.TERMINAL)
+        self._label = Script.of(scripts.LABEL)
+        self._timeout = self._socket_timeout(redis)
+        # Each round trip ends with WAIT: its writes are on that many replicas before the
+        # batch is decided, so a failover loses none of them (service.cluster, README).
+        self.wait_replicas = wait_replicas
+        self._wait_ms = int(min(1.0, self._timeout / 2) * 1000)
+        self._wait = pack("WAIT", wait_replicas, self._wait_ms) if wait_replicas else b""
         self._card_ttl = str(int(spec.card_retention_seconds * 1000))
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
         self._card_max = str(spec.card_max_entries)
@@ -119,6 +100,11 @@ class RedisStore:
         self._labels_max = str(spec.terminal_max_labels)
         self._grace = spec.grace_days * 86_400.0
         self.card_tag = self.keys.card_tag
+
+    @staticmethod
+    def _socket_timeout(redis: Any) -> float:
+        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return float(timeout or 5.0)
 
     def _card_keys(self, card_id: str) -> list[str]:
         keys = self.keys.card(card_id)
@@ -146,8 +132,8 @@ class RedisStore:
             return []
         try:
             return await self._exchange(transactions, on_part)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
 
     async def _exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None
@@ -161,18 +147,16 @@ class RedisStore:
             terminal_trim = repr(t - spec.terminal_retention_seconds)
             if self.ids:
                 calls.append(
-                    _Call(
-                        _pack(
-                            "SET",
-                            self._id_key(tx),
-                            self.card_tag(tx.card_id)[:16],
-                            "NX",
-                            "GET",
-                            # A card's retention after the event, and after now: an old
-                            # event's id is still known when it is delivered again.
-                            "PXAT",
-                            int((max(t, now) + spec.card_retention_seconds) * 1000),
-                        )
+                    command(
+                        "SET",
+                        self._id_key(tx),
+                        self.card_tag(tx.card_id)[:16],
+                        "NX",
+                        "GET",
+                        # A card's retention after the event, and after now: an old event's
+                        # id is still known when it is delivered again.
+                        "PXAT",
+                        int((max(t, now) + spec.card_retention_seconds) * 1000),
                     )
                 )
             calls.append(
@@ -203,7 +187,7 @@ class RedisStore:
                 )
             )
         results: list[Answer] = []
-        undo: list[_Call] = []
+        undo: list[Call] = []
 
         per = 3 if self.ids else 2  # calls a transaction
 
@@ -234,7 +218,7 @@ class RedisStore:
         first_card: bytes | None,
         card_reply: Any,
         terminal_reply: Any,
-        undo: list[_Call],
+        undo: list[Call],
     ) -> Answer:
         # Another card had the id first: refused, even when this card's keys already hold it
         # (a second copy in the same batch, or an earlier refusal whose undo never ran).
@@ -243,12 +227,12 @@ class RedisStore:
         if card_reply[0] == -1 or other_card:
             if terminal_reply[0] == 1:
                 undo.append(
-                    _Call(_pack("ZREM", self._terminal_keys(tx.terminal_id)[0], tx.transaction_id))
+                    command("ZREM", self._terminal_keys(tx.terminal_id)[0], tx.transaction_id)
                 )
             if other_card:
                 zset, values = self._card_keys(tx.card_id)
-                undo.append(_Call(_pack("ZREM", zset, tx.transaction_id)))
-                undo.append(_Call(_pack("HDEL", values, tx.transaction_id)))
+                undo.append(command("ZREM", zset, tx.transaction_id))
+                undo.append(command("HDEL", values, tx.transaction_id))
             what = "another card" if other_card else "another time, amount or terminal"
             return DuplicateConflict(
                 f"transaction {tx.transaction_id!r} was seen before with {what}; the first "
@@ -274,16 +258,16 @@ class RedisStore:
         """The state's marker (:mod:`service.lineage`), or None when there is none."""
         try:
             raw = await self.redis.get(self.keys.lineage)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
         return Lineage.decode(raw) if raw is not None else None
 
     async def start_lineage(self, lineage: Lineage) -> Lineage:
         """Write the marker unless there is one; the marker there afterwards."""
         try:
             old = await self.redis.set(self.keys.lineage, lineage.encode(), nx=True, get=True)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
         return lineage if old is None else Lineage.decode(old)
 
     async def complete_lineage(self) -> Lineage:
@@ -294,8 +278,8 @@ class RedisStore:
         done = done or Lineage.new(now=self.clock(), complete=True)
         try:
             await self.redis.set(self.keys.lineage, done.encode())
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
         return done
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:
@@ -303,18 +287,18 @@ class RedisStore:
         calls = []
         for tx in transactions:
             card = self.keys.card(tx.card_id)
-            calls.append(_Call(_pack("ZREM", card.tx, tx.transaction_id)))
-            calls.append(_Call(_pack("HDEL", card.val, tx.transaction_id)))
+            calls.append(command("ZREM", card.tx, tx.transaction_id))
+            calls.append(command("HDEL", card.val, tx.transaction_id))
             terminal = self.keys.terminal(tx.terminal_id).tx
-            calls.append(_Call(_pack("ZREM", terminal, tx.transaction_id)))
+            calls.append(command("ZREM", terminal, tx.transaction_id))
             if self.ids:
-                calls.append(_Call(_pack("DEL", self._id_key(tx))))
+                calls.append(command("DEL", self._id_key(tx)))
         if not calls:
             return
         try:
             await self._run(calls)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
 
     async def add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
         """Record fraud labels on their terminals, each only if its card holds the
@@ -324,24 +308,23 @@ class RedisStore:
             return LabelsAnswer([])
         try:
             return await self._add_labels(labels)
-        except _REDIS_FAULTS as exc:
-            raise _unavailable(exc) from exc
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
 
     async def _add_labels(self, labels: Sequence[LabelEvent]) -> LabelsAnswer:
         # What the card holds of the transaction; when the card let it go, when its
         # terminal recorded it and (with the id index) which card used the id: the rule of
         # fraudcore.InMemoryStore.check_label, and of MemoryStore.add_labels.
-        commands: list[tuple[str, ...]] = []
+        commands: list[Call] = []
         for label in labels:
-            commands.append(("HGET", self.keys.card(label.card_id).val, label.transaction_id))
+            card = self.keys.card(label.card_id)
+            commands.append(command("HGET", card.val, label.transaction_id))
             commands.append(
-                ("ZSCORE", self.keys.terminal(label.terminal_id).tx, label.transaction_id)
+                command("ZSCORE", self.keys.terminal(label.terminal_id).tx, label.transaction_id)
             )
-            commands.append(("GET", self.keys.transaction_id(label.transaction_id)))
-            commands.append(
-                ("ZRANGE", self.keys.card(label.card_id).tx, "-1", "-1", "WITHSCORES")
-            )
-        held = await self._run([_Call(_pack(*command)) for command in commands])
+            commands.append(command("GET", self.keys.transaction_id(label.transaction_id)))
+            commands.append(command("ZRANGE", card.tx, "-1", "-1", "WITHSCORES"))
+        held = await self._run(commands)
         checks: list[LabelCheck] = []
         for i, label in enumerate(labels):
             content, at, first_card, newest = held[4 * i : 4 * i + 4]
@@ -371,7 +354,7 @@ class RedisStore:
 
     async def _run(
         self,
-        calls: Sequence[_Call],
+        calls: Sequence[Call],
         on_replies: Callable[[int, list[Any]], None] | None = None,
         *,
         part: int = 1 << 30,
@@ -393,7 +376,7 @@ class RedisStore:
                 on_replies(streamed, chunk)
             streamed += len(chunk)
 
-        answers = await self._round_trip([c.packed for c in calls], arrived, part)
+        answers = await self._round_trip(calls, arrived, part)
         todo = list(range(streamed, len(calls)))
         answers = answers[streamed:]
         for _ in range(3):
@@ -410,7 +393,7 @@ class RedisStore:
             for script in {calls[i].script for i in missing}:
                 await self.redis.script_load(script.source)  # type: ignore[union-attr]
             todo = missing
-            answers = await self._round_trip([calls[i].packed for i in todo])
+            answers = await self._round_trip([calls[i] for i in todo])
         else:
             raise NoScriptError("Redis keeps losing the worker's Lua scripts (SCRIPT FLUSH?)")
         if on_replies is not None:
@@ -420,16 +403,18 @@ class RedisStore:
 
     async def _round_trip(
         self,
-        packed: list[bytes],
+        calls: Sequence[Call],
         arrived: Callable[[list[Any]], None] | None = None,
         part: int = 1 << 30,
     ) -> list[Any]:
         """Send the commands in one write; read every reply. While no reply is an error,
         ``arrived`` gets them ``part`` at a time (and the rest when the last is in)."""
+        packed = [c.packed for c in calls]
+        assert isinstance(self.redis, Redis)  # noqa: S101 - a cluster has its own round trip
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(packed))
+            await connection.send_packed_command(b"".join(packed) + self._wait)
             replies: list[Any] = []
             clean = arrived is not None  # no error so far: replies can be handed over
             handed = 0
@@ -447,9 +432,23 @@ class RedisStore:
                 if clean:
                     arrived(replies[handed:])  # type: ignore[misc]
                     handed = len(replies)
+            if self._wait:
+                async with asyncio.timeout(self._timeout):
+                    self.replicated(await connection.read_response(timeout=math.inf))
             return replies
         except BaseException:
             await connection.disconnect()  # replies may be left on the wire
             raise
         finally:
             await pool.release(connection)
+
+    def replicated(self, reply: Any) -> None:
+        """The reply of the ``WAIT`` that ends a round trip (``wait_replicas``): raises
+        unless enough replicas hold its writes."""
+        if isinstance(reply, Exception):
+            raise reply
+        if int(reply) < self.wait_replicas:
+            raise ReplicasBehind(
+                f"{reply} of the {self.wait_replicas} replicas asked for acknowledged the "
+                f"batch's writes within {self._wait_ms} ms (FRAUD_REDIS_WAIT_REPLICAS)"
+            )

@@ -8,12 +8,13 @@ A stack that is not running fails these tests (it never skips them): run ``make 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,30 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.exceptions import RedisError
 
 from fraudtools.isolated import IsolatedWorker
 from fraudtools.kafka_admin import PARTITIONS, create_topics, delete_topics
 from fraudtools.worker_process import WorkerProcess, free_port
+from service.cluster import ClusterStore
 from service.keys import KeyLayout
+from service.state import RedisStore
+from service.stores import SentinelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("FRAUD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("FRAUD_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: `make up-cluster`: 3 primaries and 3 replicas (stack/redis-cluster.sh).
+CLUSTER_URL = os.environ.get("FRAUD_TEST_CLUSTER_URL", "redis://127.0.0.1:7100")
+#: `make up-sentinel`: a primary, a replica and three sentinels (stack/redis-sentinel.sh).
+SENTINEL_URL = os.environ.get(
+    "FRAUD_TEST_SENTINEL_URL",
+    "redis://127.0.0.1:7126,redis://127.0.0.1:7127,redis://127.0.0.1:7128",
+)
+SENTINEL_MASTER = os.environ.get("FRAUD_TEST_SENTINEL_MASTER", "fraud")
 
 
 def _reachable(host_port: str) -> bool:
@@ -51,6 +66,56 @@ def stack() -> None:
     ]
     if missing:
         pytest.fail(f"{' and '.join(missing)} not reachable: start the stack with `make up`")
+
+
+def require(what: str, url: str, start: str) -> None:
+    """Fail (never skip) a test whose Redis setup is not running."""
+    hosts = [u.split("//", 1)[1].split("/", 1)[0] for u in url.split(",")]
+    if not any(_reachable(h) for h in hosts):
+        pytest.fail(f"{what} not reachable at {url}: start it with `{start}`")
+
+
+@pytest.fixture
+def cluster_url() -> str:
+    require("the Redis Cluster", CLUSTER_URL, "make up-cluster")
+    return CLUSTER_URL
+
+
+@pytest.fixture
+def sentinel_url() -> str:
+    require("the Redis Sentinel setup", SENTINEL_URL, "make up-sentinel")
+    return SENTINEL_URL
+
+
+@contextlib.asynccontextmanager
+async def open_store(mode: str, prefix: str, **kwargs: Any) -> AsyncIterator[RedisStore]:
+    """A store of ``mode`` (single, cluster, sentinel) on the local setups, under its own
+    prefix; its keys are removed afterwards."""
+    client: Any
+    if mode == "cluster":
+        require("the Redis Cluster", CLUSTER_URL, "make up-cluster")
+        client = AsyncRedisCluster.from_url(CLUSTER_URL, socket_timeout=5.0)
+        store: RedisStore = ClusterStore(client, prefix=prefix, **kwargs)
+    elif mode == "sentinel":
+        require("the Redis Sentinel setup", SENTINEL_URL, "make up-sentinel")
+        sentinels = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]))
+                     for h in (u.split("//", 1)[1] for u in SENTINEL_URL.split(","))]
+        client = AsyncSentinel(sentinels, socket_timeout=2.0).master_for(
+            SENTINEL_MASTER, socket_timeout=5.0
+        )
+        store = SentinelStore(client, prefix=prefix, **kwargs)
+    else:
+        client = AsyncRedis.from_url(REDIS_URL, socket_timeout=5.0)
+        store = RedisStore(client, prefix=prefix, **kwargs)
+    try:
+        yield store
+    finally:
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+            for i in range(0, len(keys), 500):
+                await client.delete(*keys[i : i + 500])
+        finally:
+            await client.aclose()
 
 
 @dataclass

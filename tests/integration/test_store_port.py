@@ -18,7 +18,7 @@ from service.memory import MemoryStore
 from service.ports import Answer, StateStore
 from service.state import RedisStore
 
-from .conftest import REDIS_URL
+from .conftest import open_store
 
 # Recent: the id index remembers an id until its transaction is older than a card's
 # history keeps, by the wall clock (as Redis expires the id key).
@@ -109,23 +109,19 @@ BOUNDED = replace(SPEC, card_max_entries=4, terminal_max_entries=6, terminal_max
     ids=["recent", "older-than-retention", "beyond-the-size-bounds"],
 )
 @pytest.mark.parametrize("ids", [True, False])
+@pytest.mark.parametrize("mode", ["single", "cluster", "sentinel"])
 def test_redis_answers_every_batch_as_the_reference_does(
-    ids: bool, days_ago: int, spec: FeatureSpec
+    mode: str, ids: bool, days_ago: int, spec: FeatureSpec
 ) -> None:
     batches = _batches(seed=11, start=T0 - timedelta(days=days_ago - 12))
 
     async def scenario() -> tuple[list[object], list[object]]:
-        redis = Redis.from_url(REDIS_URL)
         prefix = f"it-port-{uuid.uuid4().hex[:8]}"
-        try:
-            store = RedisStore(redis, card_key_secret=b"port", prefix=prefix, ids=ids, spec=spec)
+        async with open_store(
+            mode, prefix, card_key_secret=b"port", ids=ids, spec=spec
+        ) as store:
             memory = MemoryStore(ids=ids, spec=spec)
             return await _run(store, batches), await _run(memory, batches)
-        finally:
-            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
 
     in_redis, in_memory = asyncio.run(scenario())
     assert len(in_redis) == sum(map(len, batches)) + len(batches)

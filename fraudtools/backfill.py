@@ -346,7 +346,7 @@ async def run(
         await mark_state(store, counts, now=time.time(), force=options.mark_complete)
     finally:
         counts.elapsed_seconds = time.monotonic() - started
-        await store.redis.aclose()
+        await store.aclose()
     return counts
 
 

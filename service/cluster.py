@@ -45,11 +45,12 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service import metrics
 from service.commands import Call, command, pack
 from service.lineage import Lineage
 from service.state import REDIS_FAULTS, RedisStore, unavailable
 
-__all__ = ["SLOTS", "ClusterStore", "slot_of", "slot_tags"]
+__all__ = ["SLOTS", "ClusterStore", "hash_tag", "slot_of", "slot_tags"]
 
 SLOTS = 16_384
 
@@ -58,16 +59,21 @@ _ASKING = pack("ASKING")
 _REFUSED = (AskError, TryAgainError, ClusterDownError)
 
 
-def slot_of(key: str) -> int:
-    """The slot of a key: CRC16 of its hash tag (what lies between the first ``{`` and
-    the next ``}``, when that is not empty), modulo 16,384."""
+def hash_tag(key: str) -> bytes:
+    """What Redis hashes of a key: between the first ``{`` and the next ``}``, when that
+    is not empty; else the whole key."""
     data = key.encode()
     start = data.find(b"{")
     if start != -1:
         end = data.find(b"}", start + 1)
         if end > start + 1:
-            data = data[start + 1 : end]
-    return binascii.crc_hqx(data, 0) % SLOTS
+            return data[start + 1 : end]
+    return data
+
+
+def slot_of(key: str) -> int:
+    """The slot of a key: CRC16 of its hash tag, modulo 16,384."""
+    return binascii.crc_hqx(hash_tag(key), 0) % SLOTS
 
 
 @functools.cache
@@ -83,6 +89,15 @@ def slot_tags() -> tuple[str, ...]:
             left -= 1
         n += 1
     return tuple(t for t in tags if t is not None)
+
+
+def _reply_name(refusal: Exception) -> str:
+    """The refusal's error code (MovedError is an AskError: asked first)."""
+    if isinstance(refusal, MovedError):
+        return "MOVED"
+    if isinstance(refusal, AskError):
+        return "ASK"
+    return "TRYAGAIN" if isinstance(refusal, TryAgainError) else "CLUSTERDOWN"
 
 
 def _worst(markers: Sequence[Lineage]) -> Lineage:
@@ -246,6 +261,8 @@ class ClusterStore(RedisStore):
         pause = 0.05
         while refused := [i for i, r in enumerate(replies) if isinstance(r, _REFUSED)]:
             self._in_order(calls, replies, refused)
+            for i in refused:
+                metrics.CLUSTER_REFUSED.labels(_reply_name(replies[i])).inc()
             if loop.time() + pause > deadline:
                 return replies  # the caller raises the first refusal
             asks = [i for i in refused if type(replies[i]) is AskError]
@@ -274,16 +291,18 @@ class ClusterStore(RedisStore):
 
     @staticmethod
     def _in_order(calls: Sequence[Call], replies: list[Any], refused: list[int]) -> None:
-        """Refuse to send a command again after a later one of its slot ran."""
-        first: dict[int, int] = {}
+        """Refuse to send a command again after a later one of its hash tag (a card's, a
+        terminal's, an id's keys) ran."""
+        first: dict[bytes, int] = {}
         for i in refused:
-            first.setdefault(slot_of(calls[i].key), i)
+            first.setdefault(hash_tag(calls[i].key), i)
         for i in range(min(refused), len(calls)):
-            slot = slot_of(calls[i].key)
-            if i > first.get(slot, len(calls)) and not isinstance(replies[i], ResponseError):
+            tag = hash_tag(calls[i].key)
+            if i > first.get(tag, len(calls)) and not isinstance(replies[i], ResponseError):
                 raise ClusterDownError(
-                    f"the cluster refused a command of slot {slot} and ran a later one while "
-                    f"it changed ({replies[first[slot]]}): the batch is sent again"
+                    f"the cluster refused a command of slot {slot_of(calls[i].key)} and ran a "
+                    f"later one of its keys while it changed ({replies[first[tag]]}): the "
+                    "batch is sent again"
                 )
 
     # The marker: one in every slot, read from one slot of every primary.
@@ -310,6 +329,11 @@ class ClusterStore(RedisStore):
             raise unavailable(exc) from exc
 
     async def lineage(self) -> Lineage | None:
+        if self._stale:
+            try:
+                await self._refresh()
+            except REDIS_FAULTS as exc:
+                raise unavailable(exc) from exc
         found = await self._markers([command("GET", key) for key in self._sample_keys()])
         if any(raw is None for raw in found):
             return None  # a shard without its markers lost its data (or none was written)

@@ -75,6 +75,12 @@ RECORDED_LATE = Counter(
 UNRECORDED_DROPPED = Counter(
     "fraud_unrecorded_dropped_total", "Degraded transactions never recorded (backlog full)"
 )
+CLUSTER_REFUSED = Counter(
+    "fraud_redis_cluster_refused_total",
+    "Commands a changing Redis Cluster refused and the store sent again (MOVED, ASK, "
+    "TRYAGAIN, CLUSTERDOWN)",
+    ["reply"],
+)
 STATE_UNAVAILABLE = Counter("fraud_state_unavailable_total", "Batches held because Redis was down")
 HELD = Counter(
     "fraud_held_total",

@@ -114,6 +114,10 @@ class RedisStore:
         keys = self.keys.terminal(terminal_id)
         return [keys.tx, keys.fraud, keys.known]
 
+    async def aclose(self) -> None:
+        """Close the store's connections."""
+        await self.redis.aclose()
+
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())

@@ -56,10 +56,20 @@ class SentinelStore(RedisStore):
         arrived: Callable[[list[Any]], None] | None = None,
         part: int = 1 << 30,
     ) -> list[Any]:
+        await self._pool.get_master_address()  # type: ignore[no-untyped-call]
+        return await super()._round_trip(calls, arrived, part)
+
+    @property
+    def _pool(self) -> SentinelConnectionPool:
         pool = self.redis.connection_pool  # type: ignore[union-attr]
         assert isinstance(pool, SentinelConnectionPool)  # noqa: S101 - built so below
-        await pool.get_master_address()  # type: ignore[no-untyped-call]
-        return await super()._round_trip(calls, arrived, part)
+        return pool
+
+    async def aclose(self) -> None:
+        sentinels = self._pool.sentinel_manager.sentinels
+        await super().aclose()
+        for sentinel in sentinels:
+            await sentinel.aclose()
 
 
 def _addresses(s: Settings) -> list[SplitResult]:

@@ -115,7 +115,7 @@ async def open_store(mode: str, prefix: str, **kwargs: Any) -> AsyncIterator[Red
             for i in range(0, len(keys), 500):
                 await client.delete(*keys[i : i + 500])
         finally:
-            await client.aclose()
+            await store.aclose()
 
 
 @dataclass

@@ -103,7 +103,7 @@ def online(s: Settings, new: list[Transaction]) -> np.ndarray:
         try:
             answers = await store.exchange(new)
         finally:
-            await store.redis.aclose()
+            await store.aclose()
         assert not any(isinstance(a, DuplicateConflict) for a in answers)
         assert not any(a.duplicate for a in answers)  # type: ignore[union-attr]
         return np.array([compute(t, a.card, a.terminal)  # type: ignore[union-attr]

@@ -87,6 +87,29 @@ def sentinel_url() -> str:
     return SENTINEL_URL
 
 
+def redis_env(mode: str) -> dict[str, str]:
+    """The worker's settings for ``mode`` on the local setups (`make up-cluster`,
+    `make up-sentinel`); single mode: the shared Redis, as the run sets it."""
+    if mode == "cluster":
+        require("the Redis Cluster", CLUSTER_URL, "make up-cluster")
+        return {"FRAUD_REDIS_MODE": "cluster", "FRAUD_REDIS_URL": CLUSTER_URL}
+    if mode == "sentinel":
+        require("the Redis Sentinel setup", SENTINEL_URL, "make up-sentinel")
+        return {"FRAUD_REDIS_MODE": "sentinel", "FRAUD_REDIS_URL": SENTINEL_URL,
+                "FRAUD_REDIS_SENTINEL_MASTER": SENTINEL_MASTER}
+    return {}
+
+
+def remove_keys(mode: str, prefix: str) -> None:
+    """Delete a run's keys on the cluster or the Sentinel primary."""
+
+    async def remove() -> None:
+        async with open_store(mode, prefix, card_key_secret=b"cleanup only"):
+            pass  # the store removes its prefix's keys on the way out
+
+    asyncio.run(remove())
+
+
 @contextlib.asynccontextmanager
 async def open_store(mode: str, prefix: str, **kwargs: Any) -> AsyncIterator[RedisStore]:
     """A store of ``mode`` (single, cluster, sentinel) on the local setups, under its own

@@ -12,6 +12,7 @@ from datetime import date
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
+from redis import Redis
 
 from fraudcore import FEATURE_NAMES
 from fraudtools.feed import feed, with_labels_behind
@@ -21,7 +22,7 @@ from training import generator
 from training.dataset import normalise
 from training.replay import replay
 
-from .conftest import BOOTSTRAP, ROOT, Run, Worker, consume, drain
+from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, Worker, consume, drain, redis_env, remove_keys
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,18 @@ def _send(run: Run, records, **kwargs) -> None:
 
 
 @pytest.fixture
-def audit_worker(run, tmp_path):
-    w = Worker(run.env(FRAUD_INCLUDE_FEATURES="true"), tmp_path / "worker.log").start().wait_ready()
+def audit_worker(run, tmp_path, mode):
+    env = run.env(FRAUD_INCLUDE_FEATURES="true", **redis_env(mode))
+    w = Worker(env, tmp_path / "worker.log").start().wait_ready()
     yield w
     w.stop()
+    if mode != "single":
+        remove_keys(mode, run.prefix)
 
 
+@pytest.mark.parametrize("mode", ["single", "cluster", "sentinel"])
 def test_every_transaction_decided_once_with_features_and_scores_equal_to_offline(
-    run, audit_worker, frame
+    run, audit_worker, frame, mode
 ):
     worker = audit_worker
     records = feed(frame, delay_days=7)
@@ -62,6 +67,8 @@ def test_every_transaction_decided_once_with_features_and_scores_equal_to_offlin
     decisions = asyncio.run(consume(run.topic("decisions"), until=len(transactions)))
     ids = [d["transaction_id"] for d in decisions]
     assert len(ids) == len(set(ids)) == len(frame), worker.output()[-3000:]
+    if mode != "single":  # the state went to the cluster or the Sentinel primary, not here
+        assert not Redis.from_url(REDIS_URL).keys(f"{run.prefix}:*")
 
     alerts = asyncio.run(drain(run.topic("alerts")))
     assert sorted(a["transaction_id"] for a in alerts) == sorted(

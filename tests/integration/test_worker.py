@@ -22,7 +22,17 @@ from training import generator
 from training.dataset import normalise
 from training.replay import replay
 
-from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, Worker, consume, drain, redis_env, remove_keys
+from .conftest import (
+    BOOTSTRAP,
+    REDIS_URL,
+    ROOT,
+    Run,
+    Worker,
+    consume,
+    drain,
+    redis_env,
+    remove_keys,
+)
 
 
 @pytest.fixture(scope="module")

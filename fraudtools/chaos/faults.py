@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,6 +193,93 @@ def _rebalance(ctx: Context) -> None:
         ctx.notes.append("the second worker decided nothing: no partition reached it")
 
 
+def _cluster_nodes(port: int) -> list[list[str]]:
+    with Redis(host="127.0.0.1", port=port, socket_timeout=2.0) as node:
+        return [line.split() for line in node.execute_command("CLUSTER", "NODES").decode()
+                .splitlines()]
+
+
+def _pid(port: int) -> int:
+    with Redis(host="127.0.0.1", port=port, socket_timeout=2.0) as node:
+        return int(node.info("server")["process_id"])
+
+
+def _port_of(fields: list[str]) -> int:
+    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+
+
+def _cluster_primary_killed(ctx: Context) -> None:
+    """``kill -9`` of the primary that owns slot 0, mid-stream; its replica takes over; the
+    node is started again (a replica now), as an operator or an orchestrator would."""
+    base = ctx.stack.cluster_port
+    assert base is not None
+    nodes = _cluster_nodes(base)
+    victim = next(f for f in nodes if "master" in f[2] and any(
+        r.split("-")[0] == "0" for r in f[8:]))
+    port = _port_of(victim)
+    survivor = next(_port_of(f) for f in nodes if _port_of(f) != port)
+    ctx.fault_start = time.time()
+    os.kill(_pid(port), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _cluster_nodes(survivor)
+        owner = next((f for f in now if "master" in f[2] and "fail" not in f[2] and any(
+            r.split("-")[0] == "0" for r in f[8:])), None)
+        if owner is not None and _port_of(owner) != port:
+            break
+        time.sleep(0.1)
+    else:
+        ctx.notes.append("no replica took over the killed primary's slots in 60 s")
+    promoted = time.time()
+    ctx.stack.restart_cluster_node(port)
+    ctx.fault_end = time.time()
+    ctx.notes.append(f"primary {port} killed: a replica owned its slots after "
+                     f"{promoted - ctx.fault_start:.1f} s; the node was back as a replica "
+                     f"{ctx.fault_end - promoted:.1f} s later")
+
+
+RESHARD_SLOTS = 2000
+
+
+def _cluster_resharded(ctx: Context) -> None:
+    """``redis-cli --cluster reshard``: 2,000 slots, with their keys, move from one primary
+    to another while the stream runs (MOVED, ASK and TRYAGAIN along the way)."""
+    base = ctx.stack.cluster_port
+    assert base is not None
+    primaries = [f for f in _cluster_nodes(base) if "master" in f[2]]
+    source, target = primaries[0][0], primaries[1][0]
+    ctx.fault_start = time.time()
+    done = subprocess.run(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{base}", "--cluster-from", source,
+         "--cluster-to", target, "--cluster-slots", str(RESHARD_SLOTS), "--cluster-yes",
+         "--cluster-pipeline", "100"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    ctx.fault_end = time.time()
+    if done.returncode != 0:
+        ctx.notes.append(f"the reshard failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+    else:
+        ctx.notes.append(f"{RESHARD_SLOTS} slots moved in {ctx.fault_end - ctx.fault_start:.1f} s")
+
+
+def _sentinel_primary_killed(ctx: Context) -> None:
+    """``kill -9`` of the primary the sentinels watch; they promote the replica; the old
+    primary is started again as its replica."""
+    stack = ctx.stack
+    port = stack.sentinel_primary()
+    ctx.fault_start = time.time()
+    os.kill(_pid(port), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and stack.sentinel_primary() == port:
+        time.sleep(0.1)
+    promoted = time.time()
+    stack.restart_sentinel_server(port)
+    ctx.fault_end = time.time()
+    ctx.notes.append(f"primary {port} killed: the sentinels named "
+                     f"{stack.sentinel_primary()} after {promoted - ctx.fault_start:.1f} s; "
+                     f"the old one was back as a replica {ctx.fault_end - promoted:.1f} s later")
+
+
 @dataclass(frozen=True)
 class Fault:
     name: str
@@ -198,6 +287,7 @@ class Fault:
     inject: Callable[[Context], None]
     env: dict[str, str] = field(default_factory=dict)
     own_models: bool = False  # the workers serve a copy of models/ the fault may change
+    redis: str = "single"  # where the state is: single, cluster or sentinel
 
 
 FAULTS: dict[str, Fault] = {
@@ -219,5 +309,11 @@ FAULTS: dict[str, Fault] = {
         Fault("redis-flushed", "Redis flushed mid-stream (FLUSHALL)", _redis_flushed),
         Fault("label-flood", f"{FLOOD:,} labels at once, {FLOOD_BAD} of them wrong",
               _label_flood),
+        Fault("cluster-primary-kill", "Redis Cluster: a primary SIGKILLed, its replica "
+              "promoted", _cluster_primary_killed, redis="cluster"),
+        Fault("cluster-reshard", f"Redis Cluster: {RESHARD_SLOTS:,} slots resharded "
+              "mid-stream", _cluster_resharded, redis="cluster"),
+        Fault("sentinel-primary-kill", "Sentinel: the primary SIGKILLed, the replica "
+              "promoted", _sentinel_primary_killed, redis="sentinel"),
     )
 }

@@ -16,7 +16,9 @@ __all__ = ["LEGEND", "TABLE_END", "TABLE_START", "table", "write_reports"]
 
 LEGEND = (
     "*Decisions* counts every decision record, redeliveries included; *duplicated* the "
-    "records beyond the first of a transaction (same score and action, checked); "
+    "records beyond the first of a transaction (same score and action, checked), and "
+    "*flagged* the first decisions marked `duplicate: true` although the transaction was "
+    "sent once (a batch retried after it half ran: Known problem 7); "
     "*mismatched features*: decisions (every copy) whose 22 features differ from the "
     "offline replay of the same stream (a degraded one, from features on empty history, "
     "which is what fail-open decides on); *late labels*: decisions that counted fewer "
@@ -46,8 +48,9 @@ def table(outcomes: Iterable[Outcome]) -> str:
         mismatched = f"{o.mismatched}"
         if o.differ_from_uninterrupted != o.mismatched:
             mismatched += f" ({o.differ_from_uninterrupted} differ from an uninterrupted run)"
+        duplicated = f"{o.duplicated}" + (f" ({o.flagged} flagged)" if o.flagged else "")
         lines.append(
-            f"| {o.title} | {o.events:,} | {o.decisions:,} | {o.lost} | {o.duplicated} "
+            f"| {o.title} | {o.events:,} | {o.decisions:,} | {o.lost} | {duplicated} "
             f"| {o.degraded} | {mismatched} | {o.late_labels} "
             f"| {o.dead_letters} / {o.label_dead_letters} | {o.paused_seconds:.1f} s "
             f"| {o.recover_seconds:.1f} s | {o.max_latency_seconds:.1f} s "

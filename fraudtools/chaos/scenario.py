@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-from redis import Redis
 
 from fraudcore import FEATURE_NAMES, SPEC
 from fraudtools.chaos.faults import BAD_MODEL, FAULTS, FLOOD_BAD, Context
@@ -47,13 +46,17 @@ LIVE_LATENCY = 1.0  # a decision later than this after its send: not yet recover
 # this; more when the latency before the fault was already higher, on a busy machine)
 
 
-def isolated(stack: PrivateStack, run_id: str, workdir: Path) -> IsolatedWorker:
-    """A scenario's workers: topics, group and key prefix ``chaos-<run_id>`` on ``stack``,
-    decisions with their features (to compare), batches of labels waiting 10 ms at most."""
+def isolated(
+    stack: PrivateStack, run_id: str, workdir: Path, mode: str = "single"
+) -> IsolatedWorker:
+    """A scenario's workers: topics, group and key prefix ``chaos-<run_id>`` on ``stack``
+    (its Redis, cluster or Sentinel setup by ``mode``), decisions with their features (to
+    compare), batches of labels waiting 10 ms at most."""
     return IsolatedWorker.named(
         f"chaos-{run_id}", bootstrap=stack.bootstrap, redis_url=stack.redis_url,
         data_dir=workdir / f"data-{run_id}",
-        settings={"FRAUD_BATCH_WAIT_SECONDS": "0.01", "FRAUD_INCLUDE_FEATURES": "true"},
+        settings={"FRAUD_BATCH_WAIT_SECONDS": "0.01", "FRAUD_INCLUDE_FEATURES": "true",
+                  **stack.worker_settings(mode)},
     )
 
 
@@ -67,6 +70,7 @@ class Outcome:
     decided: int = 0  # distinct transactions decided
     lost: int = 0
     duplicated: int = 0  # decision records beyond the first of each transaction
+    flagged: int = 0  # first decisions marked duplicate: true (each was sent once)
     inconsistent_copies: int = 0  # transactions whose copies (same model) differ in answer
     degraded: int = 0
     decided_during_outage: int = 0  # first decisions made while the fault was on
@@ -111,7 +115,8 @@ def run_fault(
     began = time.monotonic()
     outcome = Outcome(fault.name, fault.title)
     run_id = uuid.uuid4().hex[:8]
-    where = isolated(stack, run_id, workdir)
+    stack.ensure(fault.redis)
+    where = isolated(stack, run_id, workdir, fault.redis)
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = None
     if fault.own_models:
@@ -166,7 +171,7 @@ def run_fault(
                                    timeout=10, quiet=1.0))
         outcome.worker_alive = ctx.workers[-1].alive()
         if name != "redis-flushed":  # there the labels before the flush are gone with it
-            outcome.labels_missing = _labels_missing(stack, where.prefix, labels)
+            outcome.labels_missing = _labels_missing(stack, fault.redis, where.prefix, labels)
         outcome.state_lost = int(sum(w.metric("fraud_state_lost_total") for w in ctx.workers
                                      if w.alive()))
         held = "holding, retry" in "".join(w.output() for w in ctx.spawned)
@@ -199,12 +204,14 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
              uninterrupted: dict[str, np.ndarray] | None) -> None:
     ids = set(sent_at)
     first: dict[str, float] = {}
+    first_flag: dict[str, bool] = {}
     answers: dict[tuple[str, str], set[tuple[float, str]]] = {}  # per model version
     degraded_ids = set()
     for d in decisions:
         tx = d["transaction_id"]
         at = datetime.fromisoformat(d["decided_at"]).timestamp()
-        first[tx] = min(first.get(tx, at), at)
+        if at < first.get(tx, float("inf")):
+            first[tx], first_flag[tx] = at, bool(d["duplicate"])
         answers.setdefault((tx, d["model_version"]), set()).add((d["score"], d["action"]))
         if d.get("degraded"):
             degraded_ids.add(tx)
@@ -212,6 +219,7 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
     outcome.decided = len(ids & set(first))
     outcome.lost = len(ids - set(first))
     outcome.duplicated = len(decisions) - len(first)
+    outcome.flagged = sum(first_flag.values())
     outcome.inconsistent_copies = sum(len(a) > 1 for a in answers.values())
     outcome.dead_letters = sum(d.get("topic") != ctx.label_topic for d in dead)
     outcome.label_dead_letters = len(dead) - outcome.dead_letters
@@ -283,10 +291,10 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
         )
 
 
-def _labels_missing(stack: PrivateStack, prefix: str, labels: list[Record]) -> int:
+def _labels_missing(stack: PrivateStack, mode: str, prefix: str, labels: list[Record]) -> int:
     """Labels of the stream that are not among their terminal's recorded frauds."""
     layout = KeyLayout(card_key_secret=b"terminal keys only", prefix=prefix)
-    client = Redis.from_url(stack.redis_url)
+    client = stack.client(mode)
     try:
         pipe = client.pipeline(transaction=False)
         for r in labels:
@@ -316,6 +324,7 @@ def _judge(outcome: Outcome, *, held: bool, ctx: Context) -> None:
         p.append("the worker was not running at the end")
     if ctx.fault_start == 0.0 or ctx.fault_end == 0.0:
         p.append("the fault was never injected")
+    p += [n for n in ctx.notes if n.startswith(("no replica took over", "the reshard failed"))]
     if outcome.fault in ("redis-down-hold", "redis-oom"):
         if outcome.degraded:
             p.append(f"{outcome.degraded} decisions degraded under the hold policy")

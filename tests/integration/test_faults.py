@@ -3,8 +3,9 @@ redeliveries of the same decision, and features equal to an uninterrupted run's.
 
 These tests restart the broker and stop Redis, so they never use the shared stack: the
 module starts a private Kafka and Redis through ``stack/kafka.sh`` and ``stack/redis.sh``
-on free loopback ports (in a temporary directory, with the jars ``make up`` fetched) and
-stops them at the end. The scenarios themselves are :mod:`fraudtools.chaos`, which
+on free loopback ports (in a temporary directory, with the jars ``make up`` fetched), and a
+private Redis Cluster and Sentinel setup for the scenarios on them, and stops them at the
+end. The scenarios themselves are :mod:`fraudtools.chaos`, which
 ``make chaos`` also runs to write the table in ``docs/reliability.md``.
 """
 
@@ -155,3 +156,19 @@ def test_the_scenarios_cover_every_fault() -> None:
     assert set(FAULTS) == {"worker-sigkill", "worker-sigterm", "broker-restart",
                            "redis-down-hold", "redis-down-open", "rebalance", "redis-oom",
                            "bad-model", "redis-flushed", "label-flood"}
+
+
+@pytest.mark.parametrize(
+    "name", ["cluster-primary-kill", "cluster-reshard", "sentinel-primary-kill"]
+)
+def test_a_failover_or_a_reshard_loses_nothing_and_keeps_features_equal(
+    private_stack: PrivateStack, frame: pd.DataFrame, uninterrupted: dict[str, np.ndarray],
+    tmp_path: Path, name: str,
+) -> None:
+    """On a private Redis Cluster (3 primaries, 3 replicas) or Sentinel setup: the batches
+    hold while the cluster changes (WAIT for a replica: a promoted primary has none until
+    the old one is back), then everything is decided once, on the features of an
+    uninterrupted run."""
+    outcome = _run(private_stack, name, frame, uninterrupted, tmp_path)
+    assert outcome.degraded == 0
+    assert outcome.differ_from_uninterrupted == 0

@@ -12,7 +12,9 @@ help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
 	@echo "make test      unit, contract and integration tests (starts Kafka and Redis)"
 	@echo "make train     retrain on reference-size generated data (models/current moves)"
-	@echo "make up|down   start or stop the local Kafka (KRaft) and Redis"
+	@echo "make up|down   start or stop the local Kafka (KRaft) and Redis; down: cluster, sentinel too"
+	@echo "make up-cluster|down-cluster    local Redis Cluster, 3 masters + 3 replicas (7100-7105)"
+	@echo "make up-sentinel|down-sentinel  local Redis master, replica, 3 sentinels (7120-7128)"
 	@echo "make worker    run the scoring worker in the foreground"
 
 # requirements.lock pins every package to the versions the tests last passed with.

@@ -211,3 +211,112 @@ def test_dockerfile_runs_the_worker_entry_point() -> None:
     commands = [line for line in text.splitlines() if line.startswith("CMD")]
     assert commands == ['CMD ["fraud-worker"]']
     assert "ENV FRAUD_WEB_HOST=0.0.0.0" in text
+
+
+# -- the cluster and sentinel profiles (stack/redis-cluster.sh, stack/redis-sentinel.sh) ------
+
+
+def script_default(script: str, variable: str) -> str:
+    """The default of ``${VARIABLE:-default}`` in stack/<script>."""
+    text = (ROOT / "stack" / script).read_text()
+    match = re.search(rf"\${{{variable}:-([^}}]+)}}", text)
+    assert match, f"{variable} has no default in stack/{script}"
+    return match.group(1)
+
+
+def in_profile(services: dict[str, Any], profile: str) -> dict[str, Any]:
+    return {n: s for n, s in services.items() if profile in (s.get("profiles") or [])}
+
+
+def redis_args(service: dict[str, Any]) -> list[str]:
+    """The redis-server arguments of a ``sh -c 'exec docker-entrypoint.sh redis-server ...'``
+    command, with the service's environment and compose's defaults filled in."""
+    assert service["command"][:2] == ["sh", "-c"]
+    script = service["command"][2]
+    script = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", script)  # compose's ${VAR:-default}
+    for key, value in env(service).items():
+        script = script.replace(
+            f"$${{{key}:+--replicaof 127.0.0.1 $${key}}}",
+            f"--replicaof 127.0.0.1 {value}" if value else "",
+        )
+        script = script.replace(f"$${key}", value)
+    tokens = shlex.split(script)
+    assert tokens[:3] == ["exec", "docker-entrypoint.sh", "redis-server"], tokens[:3]
+    return tokens[3:]
+
+
+def arg(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_default_profile_is_the_four_services(services: dict[str, Any]) -> None:
+    default = {n for n, s in services.items() if not s.get("profiles")}
+    assert default == {"kafka", "redis", "topics", "worker"}
+    for name, service in services.items():
+        assert set(service.get("profiles") or []) <= {"cluster", "sentinel"}, name
+
+
+def test_cluster_profile_is_the_local_cluster(services: dict[str, Any]) -> None:
+    cluster = in_profile(services, "cluster")
+    nodes = {n: s for n, s in cluster.items() if "healthcheck" in s}
+    base = int(script_default("redis-cluster.sh", "REDIS_CLUSTER_PORT"))
+    timeout = script_default("redis-cluster.sh", "REDIS_CLUSTER_NODE_TIMEOUT_MS")
+    ports = []
+    for name, node in nodes.items():
+        assert node["image"] == services["redis"]["image"], name
+        # the nodes announce 127.0.0.1:<port>, the address the host reaches them on
+        assert node["network_mode"] == "host" and "ports" not in node, name
+        args = redis_args(node)
+        port = int(arg(args, "--port"))
+        ports.append(port)
+        assert name == f"redis-cluster-{port}"
+        assert arg(args, "--bind") == "127.0.0.1"
+        assert arg(args, "--cluster-enabled") == "yes"
+        assert arg(args, "--cluster-node-timeout") == timeout
+        assert arg(args, "--save") == "" and arg(args, "--appendonly") == "no"
+        assert arg(args, "--zset-max-listpack-entries") == "512"
+        assert arg(args, "--maxmemory-policy") == "noeviction"
+        assert "redis-cli -p $$NODE_PORT ping" in healthcheck_text(node)
+    assert sorted(ports) == list(range(base, base + 6))
+    create = cluster["redis-cluster-create"]
+    assert create["network_mode"] == "host"
+    assert {d: c["condition"] for d, c in create["depends_on"].items()} == {
+        n: "service_healthy" for n in nodes
+    }
+    script = command_text(create)
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert " ".join(map(str, range(base, base + 6))) in script
+
+
+def test_sentinel_profile_is_the_local_sentinel_setup(services: dict[str, Any]) -> None:
+    setup = in_profile(services, "sentinel")
+    base = int(script_default("redis-sentinel.sh", "REDIS_SENTINEL_PORT"))
+    name = script_default("redis-sentinel.sh", "REDIS_SENTINEL_MASTER")
+    down_after = script_default("redis-sentinel.sh", "REDIS_SENTINEL_DOWN_AFTER_MS")
+    ports = (base, base + 1, base + 6, base + 7, base + 8)
+    assert set(setup) == {f"redis-sentinel-{p}" for p in ports}
+    for service in setup.values():
+        assert service["image"] == services["redis"]["image"]
+        assert service["network_mode"] == "host" and "ports" not in service
+    for port, replica_of in ((base, None), (base + 1, base)):
+        server = setup[f"redis-sentinel-{port}"]
+        args = redis_args(server)
+        assert int(arg(args, "--port")) == port and arg(args, "--bind") == "127.0.0.1"
+        assert arg(args, "--save") == "" and arg(args, "--appendonly") == "no"
+        assert arg(args, "--zset-max-listpack-entries") == "512"
+        assert arg(args, "--maxmemory-policy") == "noeviction"
+        if replica_of is None:
+            assert "--replicaof" not in args
+        else:
+            assert args[args.index("--replicaof") + 1 :][:2] == ["127.0.0.1", str(replica_of)]
+        assert "redis-cli -p $$SERVER_PORT ping" in healthcheck_text(server)
+    for port in (base + 6, base + 7, base + 8):
+        sentinel = setup[f"redis-sentinel-{port}"]
+        assert env(sentinel)["SENTINEL_PORT"] == str(port)
+        script = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", command_text(sentinel))
+        assert f"sentinel monitor {name} 127.0.0.1 {base} 2" in script
+        assert f"sentinel down-after-milliseconds {name} {down_after}" in script
+        assert f"sentinel failover-timeout {name} 5000" in script
+        assert script.rstrip().endswith("redis-server /data/sentinel.conf --sentinel")
+        check = healthcheck_text(sentinel)
+        assert f"get-master-addr-by-name ${{REDIS_SENTINEL_MASTER:-{name}}}" in check

@@ -207,6 +207,7 @@ class ClusterStore(RedisStore):
         super().__init__(cluster, **kwargs)
         self.cluster = cluster
         self._stale = True  # read the slot map before the next round trip (first, a node failed)
+        self._started = False
         self._samples: tuple[object, list[str]] | None = None  # (slot map, marker keys)
 
     @staticmethod
@@ -220,7 +221,11 @@ class ClusterStore(RedisStore):
             return False
 
     async def _refresh(self) -> None:
-        await self.cluster.nodes_manager.initialize()
+        if self._started:
+            await self.cluster.nodes_manager.initialize()
+        else:  # the client's own set-up (reads the map; aclose closes only what it set up)
+            await self.cluster.initialize()
+            self._started = True
         self._stale = False
 
     async def _round_trip(

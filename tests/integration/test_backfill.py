@@ -39,7 +39,7 @@ from training import generator
 from training.dataset import label_events, normalise
 from training.replay import replay
 
-from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, wait_for_redis
+from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, remove_keys, wait_for_redis
 
 OUTPUTS = ("decisions", "alerts", "dlq")
 
@@ -187,6 +187,29 @@ def test_file_mode_rebuilds_the_state_and_a_second_run_changes_nothing(
     assert snapshot(run.prefix) == after_first  # every key, type and value: the same
 
     assert_state_rebuilt(settings(run), frame, probes(frame, after=pd.Timedelta(hours=6)))
+
+
+def test_file_mode_rebuilds_the_state_on_a_redis_cluster(
+    run: Run, tmp_path: Path, cluster_url: str
+) -> None:
+    """The same rebuild through the cluster store (FRAUD_REDIS_MODE=cluster): every
+    feature of a probe afterwards equals the offline replay."""
+    frame = history(seed=5)
+    path = tmp_path / "history.csv"
+    frame.to_csv(path, index=False)
+    on_cluster = {"FRAUD_REDIS_MODE": "cluster", "FRAUD_REDIS_URL": cluster_url}
+    try:
+        done = cli(run.env(**on_cluster), "--data", str(path), "--json",
+                   str(tmp_path / "report.json"))
+        assert done.returncode == 0, done.stderr
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert (report["transactions_recorded"], report["conflicts"], report["invalid"]) == (
+            len(frame), 0, 0)
+        assert not snapshot(run.prefix)  # nothing went to the single Redis
+        cluster = settings(run, redis_mode="cluster", redis_url=cluster_url)
+        assert_state_rebuilt(cluster, frame, probes(frame, after=pd.Timedelta(hours=6)))
+    finally:
+        remove_keys("cluster", run.prefix)
 
 
 # -- topic mode --------------------------------------------------------------------------

@@ -62,13 +62,13 @@ _REFUSED = (AskError, TryAgainError, ClusterDownError)
 def hash_tag(key: str) -> bytes:
     """What Redis hashes of a key: between the first ``{`` and the next ``}``, when that
     is not empty; else the whole key."""
-    data = key.encode()
-    start = data.find(b"{")
+    # On the text: in UTF-8 the bytes of '{' and '}' stand only for those characters.
+    start = key.find("{")
     if start != -1:
-        end = data.find(b"}", start + 1)
+        end = key.find("}", start + 1)
         if end > start + 1:
-            return data[start + 1 : end]
-    return data
+            return key[start + 1 : end].encode()
+    return key.encode()
 
 
 def slot_of(key: str) -> int:
@@ -136,7 +136,7 @@ class _Trip:
             if asking:
                 packed = [_ASKING + p for p in packed]
             await connection.send_packed_command(b"".join(packed) + store._wait)
-            for i in index:
+            for n, i in enumerate(index, 1):
                 if asking:
                     await connection.read_response(timeout=math.inf)
                 try:
@@ -144,7 +144,9 @@ class _Trip:
                 except ResponseError as exc:
                     self.replies[i] = exc
                 self.done[i] = True
-                self.progress.set()
+                if not n % 64:
+                    self.progress.set()  # the caller looks how far every node has answered
+            self.progress.set()
             if store._wait:
                 store.replicated(await connection.read_response(timeout=math.inf))
         except BaseException:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fraudcore import SPEC, FeatureSpec, LabelEvent, TerminalHistory, Transaction
@@ -47,9 +47,10 @@ __all__ = ["PART", "REDIS_FAULTS", "RedisStore", "ReplicasBehind", "unavailable"
 
 #: Redis' faults, never the transaction's: unreachable, timed out, out of memory (``maxmemory``
 #: with ``noeviction``), read-only (a replica after a failover), busy or loading, a script
-#: error. The store answers every one as StateUnavailable, so the batch is held (or decided
-#: degraded), never dead-lettered.
-REDIS_FAULTS = (RedisError, OSError)
+#: error, a cluster without a reachable node or with slots nobody serves (redis-py's
+#: ``RedisClusterException`` is not a ``RedisError``). The store answers every one as
+#: StateUnavailable, so the batch is held (or decided degraded), never dead-lettered.
+REDIS_FAULTS = (RedisError, RedisClusterException, OSError)
 
 
 class ReplicasBehind(RedisError):

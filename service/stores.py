@@ -21,7 +21,7 @@ from redis import RedisCluster as SyncRedisCluster
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import Sentinel as SyncSentinel
 
 from service.cluster import ClusterStore
@@ -224,8 +224,12 @@ def check_redis(s: Settings) -> None:
     are back, and say so on /health."""
     try:
         primaries = _primaries(s)
-    except RedisError as exc:
-        log.warning("could not reach Redis to check it (%s: %s)", type(exc).__name__, exc)
+    except (RedisError, RedisClusterException) as exc:
+        log.warning(
+            "could not reach Redis to check it (%s: %s); the worker holds until it answers",
+            type(exc).__name__,
+            exc,
+        )
         return
     for client in primaries:
         try:

@@ -10,10 +10,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from fraudcore import SPEC, FeatureSpec, LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
+from service.cluster import ClusterStore
 from service.memory import MemoryStore
 from service.ports import Answer, StateStore
 from service.state import RedisStore
@@ -135,18 +136,26 @@ def test_redis_answers_every_batch_as_the_reference_does(
     assert bool(capped) == bool(label_caps) == (spec is BOUNDED)
 
 
-def test_an_unreachable_redis_is_state_unavailable_and_ping_says_so() -> None:
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+def test_an_unreachable_redis_is_state_unavailable_and_ping_says_so(mode: str) -> None:
     async def scenario() -> bool:
         # Nothing listens on port 1: the connection is refused.
-        redis = Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=1.0)
-        store = RedisStore(redis, card_key_secret=b"port", prefix="it-port-down")
+        store: RedisStore
+        if mode == "cluster":  # redis-py raises RedisClusterException, not a RedisError
+            store = ClusterStore(RedisCluster(host="127.0.0.1", port=1, socket_timeout=1.0),
+                                 card_key_secret=b"port", prefix="it-port-down")
+        else:
+            redis = Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=1.0)
+            store = RedisStore(redis, card_key_secret=b"port", prefix="it-port-down")
         tx = Transaction("tx-1", "c1", "t1", 10.0, T0)
         with pytest.raises(StateUnavailable):
             await store.exchange([tx])
         with pytest.raises(StateUnavailable):
             await store.add_labels(_labels([tx]))
+        with pytest.raises(StateUnavailable):
+            await store.lineage()
         up = await store.ping()
-        await redis.aclose()
+        await store.aclose()
         return up
 
     assert asyncio.run(scenario()) is False

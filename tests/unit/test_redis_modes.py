@@ -17,7 +17,7 @@ from service.keys import KeyLayout, terminal_tag
 from service.lineage import Lineage
 from service.settings import Settings, StartupError
 from service.state import RedisStore
-from service.stores import SentinelStore, build_store
+from service.stores import SentinelStore, build_store, check_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
@@ -128,3 +128,14 @@ def test_settings_that_do_not_fit_the_mode_are_refused(
 ) -> None:
     with pytest.raises(StartupError, match=message):
         build_store(settings(tmp_path, **values))
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster", "sentinel"])
+def test_an_unreachable_redis_at_start_is_a_warning_not_a_crash(
+    tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on port 1; the worker starts and holds until Redis answers.
+    s = settings(tmp_path, redis_mode=mode, redis_url=SecretStr("redis://127.0.0.1:1"),
+                 redis_sentinel_master="fraud")
+    check_redis(s)
+    assert "could not" in caplog.text

@@ -262,32 +262,34 @@ class ClusterStore(RedisStore):
         )
 
     async def _follow(self, calls: Sequence[Call], replies: list[Any]) -> list[Any]:
-        """Send again, where the cluster says, what it refused while changing."""
+        """Send again, where the cluster says, what it refused while changing: a redirect
+        at once, then (or for TRYAGAIN and CLUSTERDOWN) after a pause that doubles."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        pause = 0.05
+        rounds = 0
         while refused := [i for i, r in enumerate(replies) if isinstance(r, _REFUSED)]:
             self._in_order(calls, replies, refused)
             for i in refused:
                 metrics.CLUSTER_REFUSED.labels(_reply_name(replies[i])).inc()
+            redirects = all(isinstance(replies[i], AskError) for i in refused)  # MOVED too
+            pause = 0.0 if rounds == 0 and redirects else min(0.05 * 2**rounds, 0.5)
             if loop.time() + pause > deadline:
                 return replies  # the caller raises the first refusal
+            if pause:
+                await asyncio.sleep(pause)
+            rounds += 1
             asks = [i for i in refused if type(replies[i]) is AskError]
             others = [i for i in refused if type(replies[i]) is not AskError]
             if others:
-                if any(not isinstance(replies[i], MovedError) for i in others):
-                    await asyncio.sleep(pause)  # TRYAGAIN, CLUSTERDOWN: a moment
-                    pause = min(pause * 2, 0.5)
-                await self._refresh()
+                await self._refresh()  # MOVED: a new owner; CLUSTERDOWN: perhaps a new map
                 again = await self._trip([calls[i] for i in others], self._owners(
                     [calls[i] for i in others]), False)
                 for i, reply in zip(others, again, strict=True):
                     replies[i] = reply
-            if asks:
-                targets = [self._node_at(replies[i]) for i in asks]
-                if any(t is None for t in targets):
-                    await self._refresh()
-                    continue
+            targets = [self._node_at(replies[i]) for i in asks]
+            if any(t is None for t in targets):
+                await self._refresh()  # an importing node the map does not know yet
+            elif asks:
                 again = await self._trip([calls[i] for i in asks], targets, True)  # type: ignore[arg-type]
                 for i, reply in zip(asks, again, strict=True):
                     replies[i] = reply

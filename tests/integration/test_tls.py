@@ -113,7 +113,9 @@ def make_certificates(directory: Path) -> Certificates:
     (directory / "server.ext").write_text(
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
+        # clientAuth too: a Redis Cluster node presents it to its peers on the TLS cluster bus,
+        # which always asks for a client certificate (test_tls_modes.py)
+        "extendedKeyUsage=serverAuth,clientAuth\n"
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid,issuer\n"

@@ -83,9 +83,10 @@ class WorkerProcess:
                 self.process.wait()
         return self.process.returncode
 
-    def health(self) -> tuple[int, dict[str, object]] | None:
-        """``/health`` right now: (status, body), or None when it does not answer."""
-        url = f"http://127.0.0.1:{self.web_port}/health"
+    def health(self, path: str = "/health") -> tuple[int, dict[str, object]] | None:
+        """``/health`` (or ``/livez``, ``/readyz``) right now: (status, body), or None when
+        it does not answer."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return int(response.status), json.loads(response.read())

@@ -56,6 +56,7 @@ def wire(
         **kafka_client_options(settings),
     )
     pipeline.lineage.decided_before = consumer.decided_before
+    pipeline.readiness.dead = consumer.dead  # /livez
     # Typed for a class, but an instance is started as it is (App._prepare_subservice).
     app.service(cast("type[ServiceT]", consumer))
     labels = app.topic(

@@ -33,6 +33,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from service import metrics
 from service.delivery import Delivery
 from service.records import Message, Source
 
@@ -85,9 +86,13 @@ class BatchConsumer(mode.Service):
         # Held while a batch is started and the finished ones are settled, and by a rebalance
         # or a stop, which wait for every batch in hand.
         self.lock = asyncio.Lock()
-        # Decided batches whose outputs the broker has not acknowledged yet, oldest first,
-        # with the offsets they complete.
-        self._in_flight: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()
+        # Batches being decided or whose outputs the broker has not acknowledged yet, oldest
+        # first, with the offsets they complete and their oldest record's time.
+        self._in_flight: deque[tuple[asyncio.Future[None], dict[TopicPartition, int], float]] = (
+            deque()
+        )
+        self._lag_at = 0.0  # when the lag gauges were last set
+        self._lagging: set[TopicPartition] = set()  # partitions with a lag gauge
         self._done: dict[TopicPartition, int] = {}  # decided and delivered, not committed
         self._committed_at = time.monotonic()
         self._fetch_done = asyncio.Event()
@@ -99,7 +104,43 @@ class BatchConsumer(mode.Service):
         )
         self._consumer.subscribe([self.topic], listener=_ReleaseAfterBatch(self))
         await self._consumer.start()
+        metrics.OLDEST_UNDECIDED.set_function(self.oldest_undecided)
         self._fetching: asyncio.Future[None] = self.add_future(self._run())
+
+    def dead(self) -> str | None:
+        """Why this consumer no longer fetches (its loop ended: crashed or stopped), or
+        None while it runs or has not started yet."""
+        fetching = getattr(self, "_fetching", None)
+        if fetching is None or not fetching.done():
+            return None
+        if fetching.cancelled():
+            return "the transactions loop was cancelled"
+        exc = fetching.exception()
+        return f"the transactions loop ended: {exc!r}" if exc else "the transactions loop ended"
+
+    def oldest_undecided(self) -> float:
+        """Seconds since the oldest record fetched and not yet decided and delivered was
+        produced (its Kafka timestamp); 0 when none waits."""
+        if not self._in_flight:
+            return 0.0
+        return max(0.0, time.time() - min(oldest for _, _, oldest in self._in_flight))
+
+    async def _report_lag(self) -> None:
+        """``fraud_consumer_lag``: the broker's end offset minus this worker's position,
+        for each assigned partition (at most once a second)."""
+        if time.monotonic() - self._lag_at < 1.0:
+            return
+        self._lag_at = time.monotonic()
+        assigned = self._consumer.assignment()
+        for tp in self._lagging - assigned:
+            metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+        self._lagging = set(assigned)
+        for tp in assigned:
+            end = self._consumer.highwater(tp)
+            if end is None:  # no fetch answered for it yet
+                continue
+            position = await self._consumer.position(tp)
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
 
     async def decided_before(self) -> bool:
         """Whether this group has committed offsets on a partition this worker was given:
@@ -125,7 +166,7 @@ class BatchConsumer(mode.Service):
             self._fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fetching
-            for delivered, _ in self._in_flight:
+            for delivered, _, _ in self._in_flight:
                 delivered.cancel()
             self._in_flight.clear()
         try:
@@ -140,6 +181,7 @@ class BatchConsumer(mode.Service):
         try:
             while not self.should_stop:
                 fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                await self._report_lag()
                 async with self.lock:
                     if fetched and not self.should_stop:
                         await self._batch(fetched)
@@ -162,7 +204,8 @@ class BatchConsumer(mode.Service):
                 messages.append(Message(r.value, Source(r.topic, r.partition, r.offset), r.key))
                 times.append(r.timestamp / 1000.0)
         delivered = asyncio.ensure_future(self._decide(messages, times))
-        self._in_flight.append((delivered, {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}))
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
+        self._in_flight.append((delivered, offsets, min(times)))
         # The next batches are fetched and started while this one is decided and its outputs
         # travel (the handler keeps their order); a broker that stops acknowledging, or a
         # Redis that stops answering, stops the loop after max_in_flight batches.
@@ -176,7 +219,7 @@ class BatchConsumer(mode.Service):
         """Take the delivered batches, oldest first (their offsets are then done), waiting
         until at most ``keep`` are still in flight."""
         while self._in_flight and (len(self._in_flight) > keep or self._in_flight[0][0].done()):
-            delivered, offsets = self._in_flight[0]
+            delivered, offsets, _ = self._in_flight[0]
             await delivered
             self._in_flight.popleft()
             self._done.update(offsets)

@@ -65,6 +65,22 @@ def internal(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}): {exc}"
 
 
+def reason_class(reason: str) -> str:
+    """The class of a dead letter's reason, for ``fraud_dead_letters_total{reason}``: a
+    bug (``internal``), a record keyed other than by its card (``miskeyed``), an id seen
+    before with other content or another card (``conflict``), a label that names no
+    recorded transaction (``label``), else bad input (``invalid``)."""
+    if reason.startswith("internal error"):
+        return "internal"
+    if reason.startswith("key:"):
+        return "miskeyed"
+    if reason.startswith("label:"):
+        return "label"
+    if "was seen before with" in reason:
+        return "conflict"
+    return "invalid"
+
+
 def systemic(failed: int, succeeded: int) -> bool:
     """Every message of a batch failed alone with an unexpected error: that is no longer
     the messages' fault but the system's (a bug that fails everything), so it is held."""
@@ -86,7 +102,7 @@ class DeadLetters:
     def of(self, message: Message, reason: str) -> DeadLetter:
         src = message.source
         log.info("dead letter %s: %s", message.where, reason)
-        metrics.DEAD_LETTERS.labels(src.topic).inc()
+        metrics.DEAD_LETTERS.labels(src.topic, reason_class(reason)).inc()
         return DeadLetter(message.key, dead_letter(message.value, src, reason, at=self.clock()))
 
     def many(

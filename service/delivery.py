@@ -71,6 +71,7 @@ class Delivery:
         record_times: Sequence[float],
         clock: Callable[[], float],
         actions: Mapping[str, int] | None = None,
+        duplicates: int = 0,
         readiness: Readiness | None = None,
     ) -> None:
         self.outputs = outputs
@@ -79,6 +80,7 @@ class Delivery:
         self._record_times = record_times
         self._clock = clock
         self._actions = dict(actions or {})  # decisions by action, counted once delivered
+        self._duplicates = duplicates  # of which marked duplicate: true
         self._readiness = readiness
 
     async def confirmed(self) -> None:
@@ -96,7 +98,11 @@ class Delivery:
             self._readiness.clear("output")
         for action, n in self._actions.items():
             metrics.DECISIONS.labels(action).inc(n)
+        if self._duplicates:
+            metrics.DUPLICATE_DECISIONS.inc(self._duplicates)
         now = self._clock()
+        if self._actions:
+            metrics.LAST_DECISION.set(now)
         for at in self._record_times:
             metrics.EVENT_TO_DECISION_SECONDS.observe(max(0.0, now - at))
 

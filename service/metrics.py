@@ -18,6 +18,10 @@ __all__ = [
     "BATCH_SIZE",
     "DEAD_LETTERS",
     "DECISIONS",
+    "DUPLICATE_DECISIONS",
+    "LAST_DECISION",
+    "CONSUMER_LAG",
+    "OLDEST_UNDECIDED",
     "CAPPED",
     "DEGRADED",
     "PARTIAL_STATE",
@@ -44,9 +48,33 @@ __all__ = [
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-DECISIONS = Counter("fraud_decisions_total", "Decisions emitted", ["action"])
+DECISIONS = Counter(
+    "fraud_decisions_total", "Decisions the broker has acknowledged, by action", ["action"]
+)
+DUPLICATE_DECISIONS = Counter(
+    "fraud_duplicate_decisions_total",
+    "Decisions marked duplicate: true (a transaction seen before on its card), acknowledged",
+)
+LAST_DECISION = Gauge(
+    "fraud_last_decision_timestamp_seconds",
+    "When the broker last acknowledged a decision of this worker (Unix time; 0: none yet)",
+)
+CONSUMER_LAG = Gauge(
+    "fraud_consumer_lag",
+    "Records on the broker not yet fetched by this worker (end offset - position), by "
+    "assigned partition",
+    ["topic", "partition"],
+)
+OLDEST_UNDECIDED = Gauge(
+    "fraud_oldest_undecided_seconds",
+    "Age (by its Kafka timestamp) of the oldest record fetched and not yet decided and "
+    "delivered; 0 when none waits",
+)
 DEAD_LETTERS = Counter(
-    "fraud_dead_letters_total", "Events sent to the dead-letter topic", ["topic"]
+    "fraud_dead_letters_total",
+    "Events sent to the dead-letter topic, by source topic and reason class (invalid, "
+    "conflict, miskeyed, label, internal)",
+    ["topic", "reason"],
 )
 LABELS = Counter("fraud_labels_total", "Fraud labels recorded")
 CAPPED = Counter(

@@ -456,6 +456,7 @@ class BatchPipeline:
             record_times=record_times,
             clock=self.clock,
             actions=actions,
+            duplicates=sum(d.duplicate for d in result.decisions),
             readiness=self.readiness,
         )
 

@@ -9,6 +9,7 @@ faulty, ``/health`` answers 503 with the reasons.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from service import metrics
 
@@ -18,10 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Readiness:
-    """The faults the worker is holding on, by part (``"state"``, ``"model"``)."""
+    """The faults the worker is holding on, by part (``"state"``, ``"model"``), and
+    whether its loops still run (``/livez``)."""
 
     def __init__(self) -> None:
         self._faults: dict[str, str] = {}
+        #: Why the worker is no longer alive (its transactions loop ended), or None; set by
+        #: the wiring (service.agents) once the consumer exists.
+        self.dead: Callable[[], str | None] = lambda: None
 
     def fault(self, part: str, reason: str) -> None:
         if part not in self._faults:

@@ -1,4 +1,5 @@
-"""The worker's pages beside Faust's: ``/health`` (readiness) and ``/metrics`` (Prometheus)."""
+"""The worker's pages beside Faust's: ``/livez`` (liveness), ``/readyz`` and ``/health``
+(readiness), ``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,36 @@ def add_pages(
     readiness: Readiness,
     lineage: StateLineage,
 ) -> None:
-    """Serve ``/health`` and ``/metrics`` on the app's web server.
+    """Serve ``/livez``, ``/readyz``, ``/health`` and ``/metrics`` on the app's web server.
 
-    ``/health`` is 200 only while the store answers and the batch path holds on nothing;
-    else 503 with the faults (``{"state": "Redis: OutOfMemoryError: ..."}``). The last
-    model refused (the serving one stays) is shown too, and whether the feature state is
-    whole (``"state"``; a partial state marks decisions degraded but does not make the worker
+    ``/livez`` is 200 while the worker's loops run — holding on Redis or the broker is not
+    death: restarting would not help — and 503 with the reason once the transactions loop
+    has ended (the process is then stopping or stuck: restart it).
+
+    ``/readyz`` and ``/health`` (kept for compatibility: the same answer with more detail)
+    are 200 only while the store answers and the batch path holds on nothing; else 503 with
+    the faults (``{"state": "Redis: OutOfMemoryError: ..."}``). The model was loaded and
+    probe-scored before it served (a worker without one does not start). The last model
+    refused (the serving one stays) is shown too, and whether the feature state is whole
+    (``"state"``; a partial state marks decisions degraded but does not make the worker
     unready: it decides, on what it has)."""
+
+    async def livez(web: View, request: Request) -> Response:
+        dead = readiness.dead()
+        body = {"status": "dead", "reason": dead} if dead else {"status": "alive"}
+        return web.bytes(
+            orjson.dumps(body), content_type="application/json", status=503 if dead else 200
+        )
+
+    async def readyz(web: View, request: Request) -> Response:
+        reasons = dict(readiness.faults)
+        if not await store.ping():
+            reasons.setdefault("state", "Redis does not answer PING")
+        body = {"status": "not ready" if reasons else "ready", "reasons": reasons,
+                "model_version": models.model.version}
+        return web.bytes(
+            orjson.dumps(body), content_type="application/json", status=503 if reasons else 200
+        )
 
     async def health(web: View, request: Request) -> Response:
         store_ok = await store.ping()
@@ -65,5 +89,7 @@ def add_pages(
         # As a header: aiohttp refuses a content_type argument with a charset in it (500).
         return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    app.page("/livez")(livez)
+    app.page("/readyz")(readyz)
     app.page("/health")(health)
     app.page("/metrics")(prometheus)

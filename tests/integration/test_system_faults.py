@@ -68,22 +68,37 @@ def test_redis_out_of_memory_holds_every_transaction_and_says_so(
     config = Redis.from_url(private_redis)
     worker = Worker(run.env(FRAUD_REDIS_URL=private_redis), tmp_path / "w.log").start()
     worker.wait_ready()
+    n = 3_000  # more than the four batches of 500 the worker takes in hand while it holds
     try:
         config.config_set("maxmemory", "1")  # every write refused: OOM (noeviction)
-        _send(run, _transactions(60))
+        _send(run, _transactions(n))
         _until(lambda: worker.metric("fraud_state_unavailable_total") >= 2)
         status, body = worker.health() or (0, {})
         assert status == 503, body
         assert "OutOfMemoryError" in str(body["faults"]["state"]), body  # type: ignore[index]
+        ready, why = worker.health("/readyz") or (0, {})
+        assert ready == 503 and "OutOfMemoryError" in str(why["reasons"]), why
+        assert (worker.health("/livez") or (0, {}))[0] == 200  # holding is not death
         assert worker.metric("fraud_faults") == 1
         assert worker.metric("fraud_decisions_total") == 0
+        assert worker.metric("fraud_last_decision_timestamp_seconds") == 0
+        # What an operator alerts on: records waiting on the broker, and the oldest one in
+        # hand getting older.
+        _until(lambda: worker.metric("fraud_consumer_lag") > 0)
+        waited = worker.metric("fraud_oldest_undecided_seconds")
+        time.sleep(1.5)
+        assert worker.metric("fraud_oldest_undecided_seconds") >= waited + 1.0
         config.config_set("maxmemory", "0")  # memory freed: the held batches go through
-        decisions = asyncio.run(consume(run.topic("decisions"), until=60, timeout=60))
+        decisions = asyncio.run(consume(run.topic("decisions"), until=n, timeout=60))
         dead = asyncio.run(drain(run.topic("dlq"), quiet=1.0))
         _until(lambda: (worker.health() or (0, {}))[0] == 200)
+        assert (worker.health("/readyz") or (0, {}))[0] == 200
+        _until(lambda: worker.metric("fraud_consumer_lag") == 0)
+        assert worker.metric("fraud_oldest_undecided_seconds") == 0
+        assert time.time() - worker.metric("fraud_last_decision_timestamp_seconds") < 60
     finally:
         worker.stop()
-    assert sorted(d["transaction_id"] for d in decisions) == sorted(f"tx-{i}" for i in range(60))
+    assert sorted(d["transaction_id"] for d in decisions) == sorted(f"tx-{i}" for i in range(n))
     assert dead == []
     assert not any(d["duplicate"] or d["degraded"] for d in decisions)
     assert "state: working again" in worker.output()

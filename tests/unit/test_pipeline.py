@@ -154,11 +154,15 @@ def test_features_read_the_card_history_recorded_by_earlier_batches(models: Mode
 
 def test_the_same_transaction_again_is_a_duplicate_with_the_same_score(models: ModelHolder) -> None:
     p = pipeline(models)
+    duplicates = metric("fraud_duplicate_decisions_total")
     asyncio.run(decide(p, messages(tx(0), tx(1))))
+    assert metric("fraud_duplicate_decisions_total") == duplicates
     asyncio.run(decide(p, messages(tx(1))))
     first, again = (d for d in sink_of(p).records("decisions") if d["transaction_id"] == "tx-1")
     assert (first["duplicate"], again["duplicate"]) == (False, True)
     assert again["score"] == first["score"]
+    assert metric("fraud_duplicate_decisions_total") - duplicates == 1
+    assert metric("fraud_last_decision_timestamp_seconds") == NOW  # the worker's clock
 
 
 # --- the message's fault: dead letters ---------------------------------------------------
@@ -169,7 +173,7 @@ def test_invalid_messages_are_dead_lettered_with_their_reason_and_source(
 ) -> None:
     p = pipeline(models)
     batch = messages(b"not json", None, tx(0))
-    before = metric("fraud_dead_letters_total", topic="transactions")
+    before = metric("fraud_dead_letters_total", topic="transactions", reason="invalid")
     asyncio.run(decide(p, batch))
     dead = sink_of(p).records("dlq")
     assert [(d["offset"], d["reason"].split(" (")[0]) for d in dead] == [
@@ -177,7 +181,7 @@ def test_invalid_messages_are_dead_lettered_with_their_reason_and_source(
         (batch[1].source.offset, "empty message: a transaction needs a JSON object value"),
     ]
     assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-0"]
-    assert metric("fraud_dead_letters_total", topic="transactions") - before == 2
+    assert metric("fraud_dead_letters_total", topic="transactions", reason="invalid") - before == 2
 
 
 def test_an_event_beyond_the_horizon_is_dead_lettered_and_leaves_state_alone(

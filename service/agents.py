@@ -5,7 +5,8 @@
 - labels: a Faust agent feeds :meth:`BatchPipeline.labels`. Faust acknowledges a taken
   batch as soon as the loop asks for the next one, even when the body raised; the pipeline
   returns only once every dead letter is acknowledged and never raises for a batch;
-- a timer looks for a new model between batches; a task freezes the startup objects.
+- a timer looks for a new model between batches, another reads Redis' memory every 15 s
+  (``fraud_redis_used_memory_bytes``); a task freezes the startup objects.
 
 What each batch goes through, and whose fault sends a message where, is in
 :mod:`service.pipeline`.
@@ -13,6 +14,7 @@ What each batch goes through, and whose fault sends a message where, is in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import cast
 
@@ -28,8 +30,11 @@ from service.model import ModelHolder
 from service.pipeline import BatchPipeline
 from service.records import Message, Source
 from service.settings import Settings
+from service.state import RedisStore
 
 __all__ = ["wire"]
+
+log = logging.getLogger(__name__)
 
 
 def _messages(events: Sequence[EventT[bytes]]) -> list[Message]:
@@ -79,6 +84,22 @@ def wire(
             first_line = models.refused.reason.splitlines()[0][:300]
             metrics.MODEL_REFUSED.labels(models.refused.version, first_line).set(1)
 
+    async def redis_memory() -> None:
+        store = pipeline.store
+        if not isinstance(store, RedisStore):
+            return
+        try:
+            nodes = await store.memory()
+        except Exception as exc:  # noqa: BLE001 - a gauge, never a fault: the batches say
+            log.debug("could not read Redis' memory: %r", exc)
+            return
+        metrics.REDIS_USED_MEMORY.clear()
+        metrics.REDIS_MAX_MEMORY.clear()
+        for node, (used, limit) in nodes.items():
+            metrics.REDIS_USED_MEMORY.labels(node).set(used)
+            metrics.REDIS_MAX_MEMORY.labels(node).set(limit)
+
     app.agent(labels, name="record_labels")(record_labels)
     app.timer(interval=settings.model_poll_seconds)(refresh_model)
+    app.timer(interval=15.0)(redis_memory)
     app.task(freeze_startup_objects)

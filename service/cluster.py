@@ -222,6 +222,13 @@ class ClusterStore(RedisStore):
         except Exception:  # noqa: BLE001 - a health probe reports, never raises
             return False
 
+    async def memory(self) -> dict[str, tuple[int, int]]:
+        infos = await self.cluster.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        return {
+            name: (int(info["used_memory"]), int(info.get("maxmemory", 0)))
+            for name, info in infos.items()
+        }
+
     async def _refresh(self) -> None:
         if self._started:
             await self.cluster.nodes_manager.initialize()

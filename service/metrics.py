@@ -22,6 +22,8 @@ __all__ = [
     "LAST_DECISION",
     "CONSUMER_LAG",
     "OLDEST_UNDECIDED",
+    "REDIS_MAX_MEMORY",
+    "REDIS_USED_MEMORY",
     "CAPPED",
     "DEGRADED",
     "PARTIAL_STATE",
@@ -69,6 +71,13 @@ OLDEST_UNDECIDED = Gauge(
     "fraud_oldest_undecided_seconds",
     "Age (by its Kafka timestamp) of the oldest record fetched and not yet decided and "
     "delivered; 0 when none waits",
+)
+REDIS_USED_MEMORY = Gauge(
+    "fraud_redis_used_memory_bytes", "Memory the state's Redis uses, by primary", ["node"]
+)
+REDIS_MAX_MEMORY = Gauge(
+    "fraud_redis_maxmemory_bytes", "The state's Redis memory limit (0: none), by primary",
+    ["node"],
 )
 DEAD_LETTERS = Counter(
     "fraud_dead_letters_total",

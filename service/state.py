@@ -125,6 +125,11 @@ class RedisStore:
         except Exception:  # noqa: BLE001 - a health probe reports, never raises
             return False
 
+    async def memory(self) -> dict[str, tuple[int, int]]:
+        """Used and maximum memory (bytes; 0: no limit) of each primary, by node."""
+        info = await self.redis.info("memory")
+        return {"primary": (int(info["used_memory"]), int(info.get("maxmemory", 0)))}
+
     async def exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None = None
     ) -> list[Answer]:

@@ -216,3 +216,15 @@ def test_a_slot_migrating_under_traffic_is_followed_in_order(
     asyncio.run(scenario())
     followed = {r: _refused(r) - before[r] for r in before}
     assert all(followed.values()), followed  # each path was taken
+
+
+@pytest.mark.parametrize(("mode", "nodes"), [("single", 1), ("cluster", 3), ("sentinel", 1)])
+def test_the_memory_of_every_primary_is_read(mode: str, nodes: int) -> None:
+    async def scenario() -> dict[str, tuple[int, int]]:
+        async with open_store(mode, f"it-mem-{uuid.uuid4().hex[:8]}",
+                              card_key_secret=SECRET) as store:
+            return await store.memory()
+
+    memory = asyncio.run(scenario())
+    assert len(memory) == nodes
+    assert all(used > 100_000 and limit >= 0 for used, limit in memory.values()), memory

@@ -228,3 +228,22 @@ def test_the_memory_of_every_primary_is_read(mode: str, nodes: int) -> None:
     memory = asyncio.run(scenario())
     assert len(memory) == nodes
     assert all(used > 100_000 and limit >= 0 for used, limit in memory.values()), memory
+
+
+def test_a_primary_without_the_scripts_gets_them_again(primaries: dict[str, Redis]) -> None:
+    """A promoted replica has none of the scripts (Redis does not replicate its script
+    cache): NOSCRIPT on that node loads them and the batch goes through."""
+
+    async def scenario() -> tuple[object, object]:
+        async with open_store("cluster", f"it-noscript-{uuid.uuid4().hex[:8]}",
+                              card_key_secret=SECRET) as store:
+            memory = MemoryStore()
+            first = [_tx(i, f"c{i}", f"t{i}") for i in range(30)]
+            await store.exchange(first)
+            await memory.exchange(first)
+            next(iter(primaries.values())).script_flush()  # one primary loses them
+            again = [_tx(i, f"c{i % 30}", f"t{i % 7}") for i in range(30, 90)]
+            return await store.exchange(again), await memory.exchange(again)
+
+    got, want = asyncio.run(scenario())
+    assert _same(got, want)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 from mode import ServiceT
 
 from service import metrics
@@ -99,7 +99,27 @@ def wire(
             metrics.REDIS_USED_MEMORY.labels(node).set(used)
             metrics.REDIS_MAX_MEMORY.labels(node).set(limit)
 
+    reported: set[TP] = set()
+
+    async def labels_lag() -> None:
+        # The labels agent's partitions, as the transactions consumer reports its own.
+        try:
+            assigned = {tp for tp in app.consumer.assignment() if tp.topic == settings.topic_labels}
+            for tp in reported - assigned:
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            reported.clear()
+            for tp in assigned:
+                end, position = app.consumer.highwater(tp), await app.consumer.position(tp)
+                if end is not None and position is not None:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                        max(0, end - position)
+                    )
+                    reported.add(tp)
+        except Exception as exc:  # noqa: BLE001 - a gauge, never a fault
+            log.debug("could not read the labels' lag: %r", exc)
+
     app.agent(labels, name="record_labels")(record_labels)
     app.timer(interval=settings.model_poll_seconds)(refresh_model)
     app.timer(interval=15.0)(redis_memory)
+    app.timer(interval=1.0)(labels_lag)
     app.task(freeze_startup_objects)

@@ -4,7 +4,8 @@ It starts the real worker on topics of its own (so earlier runs never interfere)
 the feature state with five weeks of generated history as fast as the worker takes it,
 then streams the following days at a steady rate while it shows, every second: events a
 second, latency from send to decision (p50, p99), alerts, and precision and recall of the
-alerts against the generator's truth. Then it stops the worker and prints a summary.
+alerts against the generator's truth. Then it stops the worker, prints a summary and says
+that the local stack (Kafka, Redis) is still running and that `make down` stops it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -33,7 +35,7 @@ from fraudtools.worker_process import ROOT, WorkerProcess
 from training import generator
 from training.dataset import normalise
 
-__all__ = ["Live", "main"]
+__all__ = ["Live", "closing_message", "main"]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"  # the worker's default
 
@@ -186,7 +188,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the Redis of the worker (its keys under the run's own prefix, removed after)",
     )
     args = parser.parse_args(argv)
+    try:
+        return _demo(args)
+    finally:  # also after a failure: the stack is up either way
+        print(f"\n{closing_message(args.bootstrap, args.redis_url)}", flush=True)
 
+
+def closing_message(bootstrap: str, redis_url: str) -> str:
+    """What the demo leaves running and how to stop it (the Redis URL's host and port
+    only: it may carry a password)."""
+    redis = urlsplit(redis_url)
+    try:
+        port = redis.port or 6379
+    except ValueError:  # not a number: the message must not fail the demo's end
+        port = 6379
+    where = f"{redis.hostname or '127.0.0.1'}:{port}"
+    return (
+        f"The local stack is still running: Kafka on {bootstrap}, Redis on {where} (the "
+        "demo's own topics and keys are removed). Stop it with `make down`; `make up` or "
+        "`make demo` starts it again."
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
     if not (ROOT / "models" / "current").exists():
         print("no model yet: training one on generated data (make train) ...", flush=True)
         subprocess.run(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from fraudcore.errors import FraudError
 from training import generator, protocol
+from training.console import LOG_FORMAT, TIME_FORMAT, Phases, duration, score
 from training.dataset import COLUMNS, DatasetError, normalise, read_transactions
 
 if TYPE_CHECKING:  # training.pipeline loads scikit-learn and onnx: only when training
@@ -100,10 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(verbose=args.verbose)
     try:
         if args.command == "generate":
             return _generate(args)
@@ -111,6 +109,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FraudError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+class _PeopleFormatter(logging.Formatter):
+    """``16:11:09 replaying done in 3.7 s``: the time and the message; a warning or an error
+    says so (``warning: ...``); with ``--verbose`` each line also names its module."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        super().__init__(LOG_FORMAT, datefmt=TIME_FORMAT)
+        self.verbose = verbose
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        # format() has set record.asctime and record.message before it calls this.
+        prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        where = f"[{record.name}] " if self.verbose else ""
+        return f"{record.asctime} {where}{prefix}{record.message}"
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PeopleFormatter(verbose=verbose))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -139,17 +158,25 @@ def _generate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from training import pipeline  # scikit-learn and onnx load only when training
 
+    phases = Phases()
     if args.generate:
-        frame = normalise(
-            generator.generate(generator.GeneratorConfig(seed=args.seed)), source="generator"
-        )
+        config = generator.GeneratorConfig(seed=args.seed)
+        with phases.phase(
+            "generating",
+            f"{config.customers:,} customers, {config.terminals:,} terminals, {config.days} "
+            f"days (seed {args.seed})",
+        ):
+            frame = normalise(generator.generate(config), source="generator")
         source = f"generator(seed={args.seed}, reference size)"
     else:
         if not args.data.exists():
             raise DatasetError(
                 f"{args.data}: no such file; generate one with `python -m training generate`"
             )
-        frame = read_transactions(args.data, columns=args.columns, naive_timezone=args.timezone)
+        with phases.phase("reading", str(args.data)):
+            frame = read_transactions(
+                args.data, columns=args.columns, naive_timezone=args.timezone
+            )
         source = str(args.data)
     split = protocol.Split(args.train_start, args.train_days, args.delay_days, args.test_days)
     result = pipeline.run(
@@ -159,13 +186,19 @@ def _train(args: argparse.Namespace) -> int:
         source=source,
         validation_folds=args.validation_folds,
         test_folds=args.test_folds,
+        phases=phases,
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        log.info("report copied to %s", args.report)
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         result.predictions.to_csv(args.predictions, index=False)
+        log.info("test predictions written to %s", args.predictions)
+    log.info(
+        "training done in %s: %s", duration(phases.total_seconds()), phases.summary()
+    )
     _summary(result)
     return 0
 
@@ -183,14 +216,15 @@ def _summary(result: TrainingRun) -> None:
         print(f"{name:12}{auc:9.3f}{ap:9.3f}{cp:9.3f}")
     p = result.prequential_means()
     if p is not None:
+        label = f"{len(result.prequential)}-fold test"
         print(
-            f"{'4-fold test':12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
+            f"{label:12}{p['mean_auc_roc']:9.3f}{p['mean_average_precision']:9.3f}"
             f"{p['mean_card_precision_at_100']:9.3f}"
         )
     t = metadata.thresholds.thresholds
     print(
-        f"review >= {t.review:.4f} (precision {test.precision_at_review:.2f}, recall "
-        f"{test.recall_at_review:.2f}); decline >= {t.decline:.4f} (precision "
+        f"review ≥ {score(t.review)} (test precision {test.precision_at_review:.2f}, recall "
+        f"{test.recall_at_review:.2f}); decline ≥ {score(t.decline)} (precision "
         f"{test.precision_at_decline:.2f}, recall {test.recall_at_decline:.2f})"
     )
     print(

@@ -85,7 +85,11 @@ def normalise(
     out = out[list(COLUMNS)].sort_values(
         ["TX_DATETIME", "TRANSACTION_ID"], kind="stable", ignore_index=True
     )
-    log.info("%s: %d transactions, %d frauds", source, len(out), int(out["TX_FRAUD"].sum()))
+    frauds = int(out["TX_FRAUD"].sum())
+    log.info(
+        "%s: %s transactions, %s of them frauds (%.2f %%)",
+        source, f"{len(out):,}", f"{frauds:,}", 100 * frauds / len(out) if len(out) else 0.0,
+    )
     return out
 
 

@@ -95,7 +95,10 @@ def check_parity(model_bytes: bytes, model: Classifier, features: NDArray[np.flo
             f"ONNX and scikit-learn differ by up to {worst:.2e} on {len(features)} rows "
             f"(tolerance {PARITY_TOLERANCE:g}); the export is wrong, nothing was written"
         )
-    log.info("ONNX parity: max |diff| %.2e over %d rows", worst, len(features))
+    log.info(
+        "ONNX scores match scikit-learn's on the %s test rows (largest difference %.1e, "
+        "tolerance %g)", f"{len(features):,}", worst, PARITY_TOLERANCE,
+    )
     return worst
 
 
@@ -132,7 +135,7 @@ def write_artifacts(
     for name, content in files.items():
         _write_atomic(target / name, content)
     _write_atomic(models_dir / POINTER_FILE, f"{version}\n".encode())
-    log.info("model %s written to %s and made current", version, target)
+    log.info("model %s written to %s; %s now names it", version, target, models_dir / POINTER_FILE)
     return target
 
 

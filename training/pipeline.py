@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from fraudcore.artifacts import (
     metadata_document,
 )
 from training import export, protocol, report
+from training.console import Phases, thresholds_text
 from training.metrics import Metrics, evaluate
 from training.replay import ReplayStats, replay
 from training.train import (
@@ -36,9 +37,11 @@ from training.train import (
     Candidate,
     Outcome,
     Selection,
+    Validated,
+    choose,
     features_of,
     fit_and_score,
-    select,
+    validate,
 )
 
 __all__ = ["Exported", "PrequentialFold", "TrainingRun", "prequential_means", "run"]
@@ -90,28 +93,68 @@ def run(
     test_folds: int = 1,
     review_cards_per_day: float | None = None,
     candidates: Sequence[Candidate] = CANDIDATES,
+    phases: Phases | None = None,
 ) -> TrainingRun:
     """Train, check and write a model; returns the report and where the model went.
 
     ``test_folds`` > 1 also scores the winner on that many test weeks, each one week
     later than the last (the benchmark's prequential test protocol); the artifact is
-    always the model of the first (the requested) split.
+    always the model of the first (the requested) split. ``phases`` names and times each
+    phase and shows the progress of the long ones (a new :class:`Phases` if None).
     """
-    featured, replay_stats = replay(frame)
+    phases = phases if phases is not None else Phases()
+    with phases.phase(
+        "replaying",
+        f"{len(frame):,} transactions and their labels through the feature code",
+        total=len(frame),
+        unit="transactions",
+    ) as step:
+        featured, replay_stats = replay(frame, progress=step.advance)
+        step.note = f"{round(replay_stats.events_per_second):,} events/s"
     review_rate = _review_cards_per_day(frame, review_cards_per_day)
-    selection = _choose(featured, split, candidates, folds=validation_folds, rate=review_rate)
-    final = fit_and_score(featured, split, selection.winner)
-    test = _evaluate(final, selection)
-    exported = _export(final)
-    folds = _test_folds(featured, split, selection, first=test, count=test_folds)
-    data = _data_summary(frame, featured, split, source=source, test_rows=len(final.test))
-    metadata = _metadata(exported, selection, data, test=test)
-    run_report = _report(metadata, selection, replay_stats, folds)
-    files = _report_files(run_report, final.predictions, test, selection)
-    model_dir = export.write_artifacts(models_dir, exported.onnx, metadata, files=files)
+    with phases.phase(
+        "fitting candidates",
+        f"({len(candidates)} models × {validation_folds} validation folds = "
+        f"{len(candidates) * validation_folds} fits)",
+        total=len(candidates) * validation_folds,
+        unit="fits",
+        estimate=False,  # the models fit at very different speeds
+    ) as step:
+        validated = validate(
+            featured, split, candidates=candidates, folds=validation_folds, on_fit=step.advance
+        )
+    with phases.phase("selecting", "the best candidate and its thresholds"):
+        selection = _choose(validated, rate=review_rate)
+    with phases.phase(
+        "testing",
+        f"{selection.winner.name} on {max(test_folds, 1)} test week"
+        f"{'s' if test_folds > 1 else ''} (refitted on the training week "
+        f"{_days(split.train_range)})",
+        total=max(test_folds, 1),
+        unit="test weeks",
+    ) as step:
+        final = fit_and_score(featured, split, selection.winner)
+        _log_cleaning(featured, split, final)
+        step.advance()
+        test = _evaluate(final, selection)
+        folds = _test_folds(
+            featured, split, selection, first=test, count=test_folds, on_fit=step.advance
+        )
+    with phases.phase("exporting", "the model to ONNX (checked against scikit-learn), its report"):
+        exported = _export(final)
+        data = _data_summary(frame, featured, split, source=source, test_rows=len(final.test))
+        metadata = _metadata(exported, selection, data, test=test)
+        run_report = _report(metadata, selection, replay_stats, folds)
+        files = _report_files(run_report, final.predictions, test, selection)
+        model_dir = export.write_artifacts(models_dir, exported.onnx, metadata, files=files)
     return TrainingRun(
         metadata, test, folds, replay_stats, run_report, model_dir, final.predictions
     )
+
+
+def _days(days: tuple[dt.date, dt.date]) -> str:
+    """A half-open range of days as its first and last day: ``2018-07-25..2018-07-31``."""
+    return f"{days[0]}..{days[1] - dt.timedelta(days=1)}"
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -126,19 +169,24 @@ def _review_cards_per_day(frame: pd.DataFrame, given: float | None) -> float:
     return 100.0 * (len(frame) / days) / 9_600
 
 
-def _choose(
-    featured: pd.DataFrame,
-    split: protocol.Split,
-    candidates: Sequence[Candidate],
-    *,
-    folds: int,
-    rate: float,
-) -> Selection:
-    selection = select(
-        featured, split, candidates=candidates, folds=folds, review_cards_per_day=rate
+def _choose(validated: Sequence[Validated], *, rate: float) -> Selection:
+    selection = choose(validated, review_cards_per_day=rate)
+    mean = selection.validation
+    log.info(
+        "%s wins (mean validation AP %.3f, AUC ROC %.3f); thresholds %s",
+        selection.winner.name, mean["average_precision"], mean["auc_roc"],
+        thresholds_text(selection.thresholds),
     )
-    log.info("selected %s; thresholds %s", selection.winner.name, selection.thresholds)
     return selection
+
+
+def _log_cleaning(featured: pd.DataFrame, split: protocol.Split, final: Outcome) -> None:
+    _, uncleaned = protocol.split(featured, split)
+    log.info(
+        "test week %s: %s of %s transactions scored (cards already known compromised left "
+        "out)",
+        _days(split.test_range), f"{len(final.test):,}", f"{len(uncleaned):,}",
+    )
 
 
 def _evaluate(outcome: Outcome, selection: Selection) -> Metrics:
@@ -164,6 +212,7 @@ def _test_folds(
     *,
     first: Metrics,
     count: int,
+    on_fit: Callable[[], None] | None = None,
 ) -> tuple[PrequentialFold, ...]:
     """With ``count`` > 1: the winner on ``count`` consecutive test weeks, the requested
     split's (``first``) and then each one ``test_days`` later; otherwise none."""
@@ -174,7 +223,11 @@ def _test_folds(
         dataclasses.replace(split, train_start=split.train_start + i * step)
         for i in range(1, count)
     ]
-    scored = [_evaluate(fit_and_score(featured, s, selection.winner), selection) for s in later]
+    scored = []
+    for s in later:
+        scored.append(_evaluate(fit_and_score(featured, s, selection.winner), selection))
+        if on_fit is not None:
+            on_fit()
     return (
         PrequentialFold(split.train_start, first),
         *(PrequentialFold(s.train_start, m) for s, m in zip(later, scored, strict=True)),

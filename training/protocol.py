@@ -206,7 +206,7 @@ def clean_test(frame: pd.DataFrame, test: pd.DataFrame, split: Split) -> pd.Data
     cutoff = test_days - pd.Timedelta(days=split.delay_days + 1)
     known = card_first.notna() & (card_first <= cutoff)
     kept = test.loc[~known.to_numpy()]
-    logger.info(
+    logger.debug(
         "clean_test %s: dropped %d of %d test rows (%d cards known compromised)",
         split,
         len(test) - len(kept),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +35,21 @@ class ReplayStats:
         return (self.transactions + self.labels) / self.seconds if self.seconds else 0.0
 
 
-def replay(frame: pd.DataFrame, *, spec: FeatureSpec = SPEC) -> tuple[pd.DataFrame, ReplayStats]:
+PROGRESS_EVERY = 4096  # transactions between two calls of the progress callback
+
+
+def replay(
+    frame: pd.DataFrame,
+    *,
+    spec: FeatureSpec = SPEC,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, ReplayStats]:
     """Features for every transaction of ``frame`` (canonical columns, time-sorted).
 
     Label events are derived from ``TX_FRAUD`` with the spec's label delay. Returns the
     frame with one column per feature (float32, as the model sees them) and the timing.
+    ``progress``, if given, is called with the number of transactions replayed since its
+    last call, every :data:`PROGRESS_EVERY` of them and once at the end.
     """
     started = time.perf_counter()
     store = InMemoryStore(spec=spec)
@@ -76,8 +87,12 @@ def replay(frame: pd.DataFrame, *, spec: FeatureSpec = SPEC) -> tuple[pd.DataFra
         tx = Transaction(tx_id, card, terminal, amount, when)
         card_history, terminal_history = store.exchange(tx)
         out[i] = compute(tx, card_history, terminal_history, spec=spec)
+        if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress is not None and len(frame) % PROGRESS_EVERY:
+        progress(len(frame) % PROGRESS_EVERY)
     stats = ReplayStats(len(frame), applied, time.perf_counter() - started)
-    log.info(
+    log.debug(
         "replayed %d transactions and %d labels in %.1f s (%.0f events/s)",
         stats.transactions,
         stats.labels,

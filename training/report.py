@@ -315,5 +315,5 @@ def write_markdown(
         ]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_markdown(report, plots=links), encoding="utf-8")
-    logger.info("wrote report %s", target)
+    logger.debug("wrote %s", target)
     return target

@@ -41,10 +41,13 @@ __all__ = [
     "Classifier",
     "Outcome",
     "Selection",
+    "Validated",
+    "choose",
     "features_of",
     "fit_and_score",
     "predictions_frame",
     "select",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)
@@ -174,34 +177,56 @@ def validation_splits(split: protocol.Split, *, folds: int) -> list[protocol.Spl
     )
 
 
-def select(
+@dataclass(frozen=True)
+class Validated:
+    """A candidate's outcome on each validation fold (the latest first) and their mean."""
+
+    candidate: Candidate
+    per_fold: list[Outcome]
+    mean: dict[str, float]
+
+
+def validate(
     frame: pd.DataFrame,
     split: protocol.Split,
     *,
     candidates: Sequence[Candidate] = CANDIDATES,
     folds: int = 4,
-    review_cards_per_day: float = 100.0,
-    decline_precision: float = 0.9,
-) -> Selection:
-    """Prequential model selection and threshold choice (see the module docstring)."""
+    on_fit: Callable[[], None] | None = None,
+) -> list[Validated]:
+    """Fit every candidate on every validation fold; ``on_fit`` is called after each fit."""
     splits = validation_splits(split, folds=folds)
-    results: list[tuple[Candidate, list[Outcome], dict[str, float]]] = []
+    results: list[Validated] = []
     for candidate in candidates:
-        per_fold = [fit_and_score(frame, s, candidate) for s in splits]
+        per_fold = []
+        for s in splits:
+            per_fold.append(fit_and_score(frame, s, candidate))
+            if on_fit is not None:
+                on_fit()
         scored = [
             metrics.evaluate(o.predictions, review_threshold=1.0, decline_threshold=1.0)
             for o in per_fold
         ]
         mean = _mean_metrics(scored)
         log.info(
-            "%s validation: AUC %.3f AP %.3f CP@100 %.3f", candidate.name,
-            mean["auc_roc"], mean["average_precision"], mean["card_precision_at_100"],
+            "%s: mean validation AUC ROC %.3f, AP %.3f, CP@100 %.3f over %d folds",
+            candidate.name, mean["auc_roc"], mean["average_precision"],
+            mean["card_precision_at_100"], len(per_fold),
         )
-        results.append((candidate, per_fold, mean))
-    winner, per_fold, _ = max(
-        results, key=lambda r: (r[2]["average_precision"], r[2]["auc_roc"])
-    )
-    latest = per_fold[0].predictions
+        results.append(Validated(candidate, per_fold, mean))
+    return results
+
+
+def choose(
+    results: Sequence[Validated],
+    *,
+    review_cards_per_day: float = 100.0,
+    decline_precision: float = 0.9,
+) -> Selection:
+    """The best mean validation AP (AUC breaks ties) and its thresholds (see the module
+    docstring)."""
+    best = max(results, key=lambda r: (r.mean["average_precision"], r.mean["auc_roc"]))
+    latest = best.per_fold[0].predictions
     review = metrics.threshold_for_daily_cards(latest, cards_per_day=review_cards_per_day)
     decline = max(review, metrics.threshold_for_precision(latest, precision=decline_precision))
     thresholds = Thresholds(review=float(review), decline=float(decline))
@@ -209,10 +234,10 @@ def select(
         metrics.evaluate(
             o.predictions, review_threshold=thresholds.review, decline_threshold=thresholds.decline
         )
-        for o in per_fold
+        for o in best.per_fold
     ])
     return Selection(
-        winner=winner,
+        winner=best.candidate,
         choice=ThresholdChoice(
             thresholds,
             review_rule=f"about {review_cards_per_day:g} cards a day reach it on the latest "
@@ -222,8 +247,27 @@ def select(
         ),
         validation=validation,
         candidates=[
-            {"name": c.name, "params": c.params, "validation": mean} for c, _, mean in results
+            {"name": r.candidate.name, "params": r.candidate.params, "validation": r.mean}
+            for r in results
         ],
+    )
+
+
+def select(
+    frame: pd.DataFrame,
+    split: protocol.Split,
+    *,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    folds: int = 4,
+    review_cards_per_day: float = 100.0,
+    decline_precision: float = 0.9,
+) -> Selection:
+    """Prequential model selection and threshold choice: :func:`validate`, then
+    :func:`choose`."""
+    return choose(
+        validate(frame, split, candidates=candidates, folds=folds),
+        review_cards_per_day=review_cards_per_day,
+        decline_precision=decline_precision,
     )
 
 

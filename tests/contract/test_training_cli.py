@@ -4,6 +4,7 @@ keys the README promises, the predictions file, and the pointer moving only at t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,11 +66,11 @@ def trained(tmp_path_factory):
         str(tmp / "pred.csv"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return tmp, done.stdout
+    return tmp, done.stdout, done.stderr
 
 
 def test_the_report_has_the_documented_keys(trained):
-    tmp, stdout = trained
+    tmp, stdout, _ = trained
     report = json.loads((tmp / "report.json").read_text())
     for part in ("test", "validation"):
         for key in ("auc_roc", "average_precision", "card_precision_at_100"):
@@ -85,8 +86,25 @@ def test_the_report_has_the_documented_keys(trained):
     assert "AUC ROC" in stdout and report["version"] in stdout
 
 
+def test_the_log_is_written_for_people(trained):
+    """Each phase named with its duration, the thresholds rounded and labelled, and only
+    paths the person asked for (no temporary directory)."""
+    tmp, stdout, stderr = trained
+    for phase in ("reading", "replaying", "fitting candidates", "selecting", "testing",
+                  "exporting"):
+        assert re.search(rf"^\d\d:\d\d:\d\d {phase} done in [\d.]+ s", stderr, re.M), phase
+    assert re.search(r"thresholds review ≥ \d\.\d{4}, decline ≥ \d\.\d{4}$", stderr, re.M)
+    assert "Thresholds(" not in stderr + stdout
+    assert f"report copied to {tmp / 'report.json'}" in stderr
+    for path in re.findall(r"(?<![\w.])/[\w.\-/]+", stderr):
+        assert path.startswith(str(tmp)), path
+    assert re.search(r"^\d\d:\d\d:\d\d training done in .+: reading .+, exporting .+$",
+                     stderr, re.M)
+    assert re.search(r"^review ≥ \d\.\d{4} \(test precision", stdout, re.M)
+
+
 def test_the_artifacts_are_complete_and_current(trained):
-    tmp, _ = trained
+    tmp, _, _ = trained
     models = tmp / "models"
     version = (models / "current").read_text().strip()
     directory = models / version
@@ -112,7 +130,7 @@ def test_the_artifacts_are_complete_and_current(trained):
 
 
 def test_the_predictions_file_lets_anyone_recompute_the_metrics(trained):
-    tmp, _ = trained
+    tmp, _, _ = trained
     from training.metrics import evaluate
 
     predictions = pd.read_csv(tmp / "pred.csv")

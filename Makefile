@@ -76,6 +76,15 @@ bench: $(INSTALLED) up
 bench-quick: $(INSTALLED) up
 	$(PY) -m fraudtools.bench --quick
 
+# The same on the local Redis Cluster (3 primaries + 3 replicas, WAIT 1 per primary by
+# default): reports/bench-cluster.{json,md}, reports/bench-cluster_latency.png.
+.PHONY: bench-cluster bench-cluster-quick
+bench-cluster: $(INSTALLED) up up-cluster
+	$(PY) -m fraudtools.bench --redis-mode cluster
+
+bench-cluster-quick: $(INSTALLED) up up-cluster
+	$(PY) -m fraudtools.bench --quick --redis-mode cluster
+
 # Ten minutes at half the highest rate make bench sustained: reports/soak.{json,md,png}.
 soak: $(INSTALLED) up
 	$(PY) -m fraudtools.soak

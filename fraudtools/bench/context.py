@@ -18,12 +18,11 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,6 +31,7 @@ from fraudtools.bench.data import Data, Slice
 from fraudtools.bench.kafka import BenchError, Decisions, end_total
 from fraudtools.bench.metrics import progress
 from fraudtools.bench.plan import Plan
+from fraudtools.bench.redis_nodes import RedisTarget, cpu_groups, grouped
 from fraudtools.bench.worker import Worker
 from fraudtools.isolated import IsolatedWorker, Topics
 from fraudtools.kafka_admin import PARTITIONS, delete_groups, delete_topics, list_topics
@@ -42,26 +42,37 @@ __all__ = ["Bench", "Watched"]
 
 @dataclass
 class Watched:
-    """Progress of a phase every 0.1 s: (CPU sample, records in the output topic)."""
+    """Progress of a phase every 0.1 s: (CPU sample, records in the output topic).
+    ``groups``: sums reported beside the processes (a cluster's ``redis``, its
+    ``redis_primaries`` and ``redis_replicas``: :func:`.redis_nodes.cpu_groups`)."""
 
     samples: list[tuple[system.CpuSample, int]]
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def first(self) -> int:
+        """The index of the first sample with an output record (0 if none)."""
+        return next((i for i, (_, n) in enumerate(self.samples) if n > 0), 0)
 
     def cpu(self, names: Sequence[str]) -> dict[str, Any]:
         """CPU from just before the first output record to the first sample after the last:
-        per process, core-seconds per million records and cores in use."""
-        start = next((i for i, (_, n) in enumerate(self.samples) if n > 0), 0)
-        s0, n0 = self.samples[max(0, start - 1)]
+        per process (and group, then each group's members), core-seconds per million
+        records and cores in use."""
+        s0, n0 = self.samples[max(0, self.first - 1)]
         s1, n1 = self.samples[-1]
         records = n1 - n0
         wall = s1.at - s0.at
+        raw = {n: s1.cpu[n] - s0.cpu.get(n, math.nan) for n in s1.cpu}
+        used_by = grouped(raw, self.groups)
+        names = list(dict.fromkeys([*names, *self.groups, *(
+            m for members in self.groups.values() for m in members)]))
         per_million: dict[str, float | None] = {}
         cores: dict[str, float | None] = {}
         for name in names:
-            used = s1.cpu.get(name, math.nan) - s0.cpu.get(name, math.nan)
+            used = used_by.get(name, math.nan)
             per_million[name] = round(used / records * 1e6, 1) if records else None
             cores[name] = round(used / wall, 3) if wall > 0 else None
-        used_all = [s1.cpu[n] - s0.cpu[n] for n in s1.cpu]
-        measured = sum(u for u in used_all if not math.isnan(u))
+        measured = sum(u for u in raw.values() if not math.isnan(u))
         other = (s1.busy - s0.busy) - measured
         known = [v for n in names if n in ("worker", "redis", "kafka", "limit")
                  and (v := per_million[n]) is not None and not math.isnan(v)]
@@ -81,11 +92,18 @@ class Bench:
     def __init__(self, args: argparse.Namespace, plan: Plan, *, name: str = "bench") -> None:
         self.args, self.plan = args, plan
         self.bootstrap: str = args.bootstrap
-        self.redis_url: str = args.redis_url
+        # One Redis (--redis-url) or a Redis Cluster (--redis-mode cluster, --cluster-url)
+        self.redis_mode: str = getattr(args, "redis_mode", "single")
+        self.redis_url: str = (args.cluster_url if self.redis_mode == "cluster"
+                               else args.redis_url)
+        self.redis = RedisTarget(self.redis_mode, self.redis_url)
+        #: the CPU sums over a cluster's nodes (set with the pids, :meth:`stack_pids`)
+        self.cpu_groups: dict[str, list[str]] = {}
         self.run_id = f"{name}-{uuid.uuid4().hex[:8]}"
         self.prefix = self.run_id  # one Redis key prefix for every phase's workers
         self.workdir = ROOT / ".stack" / self.run_id
-        self.logs = Path(args.reports) / f"{name}-logs"
+        self.report_name: str = getattr(args, "report_name", None) or name
+        self.logs = Path(args.reports) / f"{self.report_name}-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.workers: list[Worker] = []
         self.children: list[subprocess.Popen[bytes] | BaseProcess] = []  # ended at cleanup
@@ -116,15 +134,21 @@ class Bench:
         return piece
 
     # ---------------------------------------------------------------- workers
+    @property
+    def worker_settings(self) -> dict[str, str]:
+        """INFO logs (at WARNING Faust's spinner puts the root logger on DEBUG), the Redis
+        mode when it is a cluster (the URL lists its seeds), then ``--worker-env``."""
+        mode = {"FRAUD_REDIS_MODE": "cluster"} if self.redis_mode == "cluster" else {}
+        return {"FRAUD_LOG_LEVEL": "INFO", **mode, **self.worker_env}
+
     def isolated(self, phase: str) -> IsolatedWorker:
         """A phase's worker settings: topics ``<run>-<phase>-*`` and group ``<run>-<phase>``
-        of its own, the run's key prefix; INFO logs (at WARNING Faust's spinner puts the
-        root logger on DEBUG), then ``--worker-env``."""
+        of its own, the run's key prefix and :attr:`worker_settings`."""
         return IsolatedWorker(
             run_id=self.run_id, app_id=f"{self.run_id}-{phase}", bootstrap=self.bootstrap,
             redis_url=self.redis_url, prefix=self.prefix,
             names=Topics.named(f"{self.run_id}-{phase}"), data_dir=self.workdir,
-            settings={"FRAUD_LOG_LEVEL": "INFO", **self.worker_env},
+            settings=self.worker_settings,
         )
 
     def worker(self, name: str, where: IsolatedWorker, **extra: str) -> Worker:
@@ -160,7 +184,7 @@ class Bench:
                     on_first()
                     on_first = None
                 if total >= expected:
-                    return Watched(samples)
+                    return Watched(samples, self.cpu_groups)
                 for p in alive:
                     if isinstance(p, Worker):
                         p.check()
@@ -194,9 +218,10 @@ class Bench:
     def model_version(self) -> str:
         return (ROOT / "models" / "current").read_text().strip()
 
-    def stack_pids(self, redis_info: dict[str, Any]) -> dict[str, int]:
+    def stack_pids(self, redis_info: dict[str, Any] | None = None) -> dict[str, int]:
         """The broker's and redis-server's pids (``--kafka-pid``/``--redis-pid``, else found
-        by their ports), for their CPU time."""
+        by their ports), for their CPU time; on a cluster, every node's (``redis@host:port``,
+        from each node's INFO server), and :attr:`cpu_groups` over them."""
         pids = {}
         port = int(self.bootstrap.rsplit(":", 1)[1])
         kafka = self.args.kafka_pid or system.listening_pid(port)
@@ -204,16 +229,15 @@ class Bench:
             pids["kafka"] = kafka
         else:
             progress(f"WARNING: no process found listening on {port}: broker CPU not measured")
-        redis = self.args.redis_pid or redis_info.get("process_id")
-        comm = Path(f"/proc/{redis}/comm")
-        if redis and comm.exists() and comm.read_text().startswith("redis"):
-            pids["redis"] = int(redis)
-        else:  # e.g. Redis in a container: its pid is not ours; try the port
-            found = system.listening_pid(urlsplit(self.redis_url).port or 6379)
-            if found:
-                pids["redis"] = found
-            else:
-                progress("WARNING: redis-server's process not found: its CPU not measured")
+        given = None
+        if self.redis_mode == "single":
+            given = self.args.redis_pid or (redis_info or {}).get("process_id")
+        found, missing = self.redis.pids(int(given) if given else None)
+        pids.update(found)
+        self.cpu_groups = cpu_groups(self.redis.nodes)  # a node without a pid: sums NaN
+        if missing:
+            progress(f"WARNING: redis-server's process not found for {', '.join(missing)}: "
+                     "its CPU not measured")
         return pids
 
     # ---------------------------------------------------------------- cleanup
@@ -242,19 +266,8 @@ class Bench:
         except Exception as exc:  # noqa: BLE001 - report, go on with the rest
             progress(f"cleanup: could not remove the run's topics ({exc!r}); names start "
                      f"with {self.run_id}")
-        try:
-            from redis import Redis
-
-            client = Redis.from_url(self.redis_url, socket_timeout=10)
-            batch = []
-            for key in client.scan_iter(match=f"{self.prefix}:*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                client.unlink(*batch)
-            client.close()
+        try:  # on a cluster: every primary's keys, one slot at a time
+            self.redis.delete_prefix(self.prefix)
         except Exception as exc:  # noqa: BLE001
             progress(f"cleanup: could not remove Redis keys {self.prefix}:* ({exc!r})")
         shutil.rmtree(self.workdir, ignore_errors=True)

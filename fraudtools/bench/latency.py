@@ -16,6 +16,7 @@ from fraudtools.bench import system
 from fraudtools.bench.kafka import Arrivals, send_paced
 from fraudtools.bench.metrics import percentiles, progress, stage_figures
 from fraudtools.bench.plan import MAX_RATE_TRIES
+from fraudtools.bench.redis_nodes import grouped
 
 if TYPE_CHECKING:
     from fraudtools.bench.context import Bench
@@ -67,11 +68,13 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             drain_seconds = time.monotonic() - sent_done
             c1, after = system.sample(pids), await w.metrics()
             send_seconds = sent_done - min(sent_at.values())
+            used = {k: c1.cpu[k] - c0.cpu[k] for k in c1.cpu}  # by process; then the sums
             phases.append({
                 "rate": rate, "kind": kind, "sent_at": sent_at,
                 "send_seconds": send_seconds, "drain_seconds": drain_seconds,
                 "stages": stage_figures(before, after), "rss": bench.rss(w),
-                "cpu": {k: c1.cpu[k] - c0.cpu[k] for k in c1.cpu},
+                "cpu": grouped(used, bench.cpu_groups),
+                "measured": sum(v for v in used.values() if not math.isnan(v)),
                 "wall": c1.at - c0.at, "busy": c1.busy - c0.busy,
             })
             if received.value < expected:
@@ -135,8 +138,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, floa
             "core_seconds_per_million": per_million,
             "machine_busy_cores": round(phase["busy"] / phase["wall"], 2),
             "other_processes_cores": round(
-                (phase["busy"] - sum(v for v in busy_cpu.values() if not math.isnan(v)))
-                / phase["wall"], 2),
+                (phase["busy"] - phase["measured"]) / phase["wall"], 2),
         }
         latency_ms[str(phase["rate"])] = entry
         rss.append(phase["rss"]["rss_mb"])

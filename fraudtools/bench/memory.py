@@ -4,7 +4,7 @@ cards (the worker's resident set is measured by the latency phase)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -46,50 +46,78 @@ def kind_of(name: str, keys: KeyLayout) -> KeyKind | None:
     return None
 
 
-def phase(bench: Bench) -> None:
-    """``redis_bytes_per_card``, ``redis_bytes_per_terminal`` and ``redis``: MEMORY USAGE
-    of every key of the run's prefix, by kind (card, terminal, transaction-id index)."""
-    keys_of = layout(bench)
-    client = Redis.from_url(bench.redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{bench.prefix}:*", count=5000))
-        sizes = []
-        for i in range(0, len(keys), 2000):
-            pipe = client.pipeline(transaction=False)
-            for k in keys[i: i + 2000]:
-                pipe.memory_usage(k, samples=0)
-            sizes += pipe.execute()
-        card: dict[str, int] = {}
-        terminal: dict[str, int] = {}
-        card_bytes = terminal_bytes = id_bytes = id_keys = 0
-        entries: dict[str, list[int]] = {"card": [], "terminal": []}
+def _scan(client: Redis, prefix: str) -> tuple[list[bytes], list[int | None]]:
+    """The keys of ``prefix`` on one server, and their MEMORY USAGE (SAMPLES 0)."""
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+    sizes: list[int | None] = []
+    for i in range(0, len(keys), 2000):
+        pipe = client.pipeline(transaction=False)
+        for k in keys[i: i + 2000]:
+            pipe.memory_usage(k, samples=0)
+        sizes += pipe.execute()
+    return keys, sizes
+
+
+def _zcards(client: Redis, names: list[bytes]) -> list[int]:
+    pipe = client.pipeline(transaction=False)
+    for k in names:
+        pipe.zcard(k)
+    return [int(n) for n in pipe.execute()] if names else []
+
+
+@dataclass
+class _Tally:
+    """Bytes and owners of the run's keys, by kind."""
+
+    cards: set[str] = field(default_factory=set)
+    terminals: set[str] = field(default_factory=set)
+    card_bytes: int = 0
+    terminal_bytes: int = 0
+    id_bytes: int = 0
+    id_keys: int = 0
+
+    def add(self, keys: list[bytes], sizes: list[int | None], layout: KeyLayout
+            ) -> dict[str, list[bytes]]:
+        """Count one server's keys; its card and terminal ``tx`` keys."""
         tx_keys: dict[str, list[bytes]] = {"card": [], "terminal": []}
         for key, size in zip(keys, sizes, strict=True):
-            found = kind_of(key.decode(), keys_of)
+            found = kind_of(key.decode(), layout)
             if found is None:
                 continue
             if found.kind == "id":  # the index of transaction ids: a cost of the cards
-                id_bytes += size or 0
-                id_keys += 1
+                self.id_bytes += size or 0
+                self.id_keys += 1
             elif found.kind == "card":
-                card[found.owner] = 1
-                card_bytes += size or 0
+                self.cards.add(found.owner)
+                self.card_bytes += size or 0
                 if found.part == "tx":
                     tx_keys["card"].append(key)
             else:
-                terminal[found.owner] = 1
-                terminal_bytes += size or 0
+                self.terminals.add(found.owner)
+                self.terminal_bytes += size or 0
                 if found.part == "tx":
                     tx_keys["terminal"].append(key)
-        for which, names in tx_keys.items():
-            pipe = client.pipeline(transaction=False)
-            for k in names[:5000]:
-                pipe.zcard(k)
-            entries[which] = pipe.execute() if names else []
-        used = int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
-    cards, terminals = len(card), len(terminal)
+        return tx_keys
+
+
+def phase(bench: Bench) -> None:
+    """``redis_bytes_per_card``, ``redis_bytes_per_terminal`` and ``redis``: MEMORY USAGE
+    of every key of the run's prefix, by kind (card, terminal, transaction-id index); on
+    a cluster, every primary's keys."""
+    tally = _Tally()
+    entries: dict[str, list[int]] = {"card": [], "terminal": []}
+    n_keys = 0
+    with bench.redis.primary_clients() as clients:
+        for _, client in clients:
+            keys, sizes = _scan(client, bench.prefix)
+            n_keys += len(keys)
+            tx_keys = tally.add(keys, sizes, layout(bench))
+            for which, names in tx_keys.items():  # history lengths, 5,000 keys in all
+                entries[which] += _zcards(client, names[: 5000 // len(clients)])
+    used = bench.redis.used_memory()
+    card_bytes, terminal_bytes = tally.card_bytes, tally.terminal_bytes
+    id_bytes, id_keys = tally.id_bytes, tally.id_keys
+    cards, terminals = len(tally.cards), len(tally.terminals)
     # The id index keeps a transaction's id until it is older than a card's history
     # (event time): the generated data are from 2018, so none is kept here. In steady
     # state a card carries one id key per transaction of its history: measure one.
@@ -115,7 +143,7 @@ def phase(bench: Bench) -> None:
     r["redis_bytes_per_card"] = round(per_card) if per_card else None
     r["redis_bytes_per_terminal"] = round(per_terminal) if per_terminal else None
     r["redis"] = {
-        "keys": len(keys), "cards": cards, "terminals": terminals,
+        "keys": n_keys, "cards": cards, "terminals": terminals,
         "bytes_cards": card_bytes, "bytes_terminals": terminal_bytes,
         "bytes_id_index": id_bytes, "id_keys": id_keys,
         "bytes_per_id_key": per_id,
@@ -127,8 +155,9 @@ def phase(bench: Bench) -> None:
         "history_days_loaded": history_days,
         "steady_state": history_days >= 40,
         "projection_10m_cards": projected,
-        "method": "MEMORY USAGE (SAMPLES 0) of every key of the run's prefix; "
-                  "used_memory delta from INFO memory (shared with any other client)",
+        "method": "MEMORY USAGE (SAMPLES 0) of every key of the run's prefix (on a cluster, "
+                  "of every primary); used_memory delta from INFO memory, summed over the "
+                  "primaries (shared with any other client)",
     }
     progress(f"memory: {r['redis_bytes_per_card']} B/card, "
              f"{r['redis_bytes_per_terminal']} B/terminal over {history_days} days")
@@ -136,8 +165,8 @@ def phase(bench: Bench) -> None:
 
 def id_key_bytes(bench: Bench) -> int:
     """MEMORY USAGE of one id-index key as the worker writes it (a 36-character id)."""
-    client = Redis.from_url(bench.redis_url)
     key = layout(bench).transaction_id(str(uuid.uuid4()))
+    client = bench.redis.client_for(key)  # on a cluster: the primary of its slot
     try:
         client.set(key, "0123456789abcdef", px=60_000)
         return int(client.memory_usage(key, samples=0) or 0)

@@ -10,7 +10,7 @@ import orjson
 
 from fraudtools.bench.metrics import STAGES
 
-__all__ = ["markdown", "plot", "summary", "write"]
+__all__ = ["markdown", "plot", "redis_setup", "summary", "write"]
 
 
 def _n(value: Any, digits: int = 0) -> str:
@@ -30,6 +30,31 @@ def _gc(stages: dict[str, Any]) -> str:
 
 def _rates(r: dict[str, Any]) -> list[str]:
     return sorted(r.get("latency_ms", {}), key=int)
+
+
+def _cluster(r: dict[str, Any]) -> bool:
+    return bool(r.get("redis_mode") == "cluster")
+
+
+def redis_setup(r: dict[str, Any]) -> str:
+    """What Redis the run used: one server, or the cluster's nodes and its WAIT."""
+    if not _cluster(r):
+        return f"one Redis ({r['stack']['redis']})"
+    nodes = r["stack"].get("redis_nodes", [])
+    primaries = sum(n["role"] == "primary" for n in nodes)
+    replicas = sum(n["role"] == "replica" for n in nodes)
+    wait = r.get("redis_wait_replicas")
+    return (f"a Redis Cluster of {primaries} primaries and {replicas} replicas "
+            f"({r['stack']['redis']}), each round trip ending with "
+            + (f"WAIT {wait} per primary" if wait else "no WAIT"))
+
+
+def _redis_cost(pm: dict[str, Any]) -> str:
+    """Redis' core-seconds: the one server's, or a cluster's sum (primaries + replicas)."""
+    if "redis_primaries" not in pm:
+        return _n(pm.get("redis"))
+    return (f"{_n(pm.get('redis'))} ({_n(pm.get('redis_primaries'))} + "
+            f"{_n(pm.get('redis_replicas'))})")
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -54,8 +79,10 @@ def summary(r: dict[str, Any]) -> str:
                      f"{e['p50']} p95 {e['p95']} p99 {e['p99']} max {e['max']} ms"
                      f"{'' if e['sustained'] else '  (not sustained)'}")
     cost = r["core_seconds_per_million"]
+    lines.append(f"Redis: {redis_setup(r)}; commands a decision "
+                 f"{r.get('redis_commands_per_decision')}")
     lines.append(f"cost per million decisions: worker {_n(cost.get('worker'))}, redis "
-                 f"{_n(cost.get('redis'))}, kafka {_n(cost.get('kafka'))} core-seconds; worker "
+                 f"{_redis_cost(cost)}, kafka {_n(cost.get('kafka'))} core-seconds; worker "
                  f"RSS {_n(r['worker_rss_mb'])} MB; Redis {_n(r['redis_bytes_per_card'])} "
                  f"B/card, {_n(r['redis_bytes_per_terminal'])} B/terminal")
     lines += [f"  bar: {name}: {_n(c['value'], 2)} {'met' if c['met'] else 'NOT met'}"
@@ -67,7 +94,10 @@ def markdown(r: dict[str, Any], png: str) -> str:
     m, g = r["machine"], r["git"]
     lat = r["latency_ms"]
     out = [
-        f"# Benchmark ({r['mode']}) — {r['started_at']}",
+        f"# Benchmark ({r['mode']}{', Redis Cluster' if _cluster(r) else ''}) — "
+        f"{r['started_at']}",
+        "",
+        f"Redis: {redis_setup(r)}.",
         "",
         f"Commit `{(g['commit'] or '?')[:12]}`{' (with uncommitted changes)' if g['dirty'] else ''}"
         f"; {m['cpu_model']}, {m['cores']} cores ({m['cores_usable']} usable), "
@@ -98,8 +128,11 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"| worker resident memory (steady state) | {_n(r['worker_rss_mb'], 1)} MB |",
         f"| Redis per card / per terminal | {_n(r['redis_bytes_per_card'])} B / "
         f"{_n(r['redis_bytes_per_terminal'])} B |",
-        f"| cost: worker / Redis / broker core-seconds per million decisions | "
-        f"{_n(cost.get('worker'))} / {_n(cost.get('redis'))} / {_n(cost.get('kafka'))} |",
+        f"| cost: worker / Redis{' (primaries + replicas)' if _cluster(r) else ''} / broker "
+        f"core-seconds per million decisions | {_n(cost.get('worker'))} / "
+        f"{_redis_cost(cost)} / {_n(cost.get('kafka'))} |",
+        f"| Redis commands processed a decision (every client's) | "
+        f"{r.get('redis_commands_per_decision', {}).get('total', '–')} |",
         "",
         "## Latency, send → decision at a consumer (ms)",
         "",
@@ -137,21 +170,28 @@ def markdown(r: dict[str, Any], png: str) -> str:
         "",
         "## Cost (CPU from /proc, core-seconds per million decisions)",
         "",
-        "| phase | worker | redis | kafka | cores busy (machine) | other processes (cores) |",
+        "| phase | worker | redis"
+        + (" (primaries + replicas)" if _cluster(r) else "")
+        + " | kafka | cores busy (machine) | other processes (cores) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("throughput", "baseline", "limit"):
         c = r["phases"][name]["cpu"]
         pm = c["core_seconds_per_million"]
         worker = pm.get("worker", pm.get("limit"))
-        out.append(f"| {name} | {_n(worker)} | {_n(pm.get('redis'))} | {_n(pm.get('kafka'))} | "
+        out.append(f"| {name} | {_n(worker)} | {_redis_cost(pm)} | {_n(pm.get('kafka'))} | "
                    f"{_n(c['machine_busy_cores'], 2)} | {_n(c['other_processes_cores'], 2)} |")
     for rate in _rates(r):
         e = lat[rate]
         pm = e["core_seconds_per_million"]
-        out.append(f"| latency {int(rate):,}/s | {_n(pm.get('worker'))} | {_n(pm.get('redis'))} | "
+        out.append(f"| latency {int(rate):,}/s | {_n(pm.get('worker'))} | {_redis_cost(pm)} | "
                    f"{_n(pm.get('kafka'))} | {_n(e['machine_busy_cores'], 2)} | "
                    f"{_n(e.get('other_processes_cores'), 2)} |")
+    if _cluster(r):
+        pm = tp["cpu"]["core_seconds_per_million"]
+        out += ["", "Per node, throughput phase: " + ", ".join(
+            f"{n['address']} ({n['role']}) {_n(pm.get('redis@' + n['address']))}"
+            for n in r["stack"].get("redis_nodes", [])) + "."]
     red = r["redis"]
     proj = red.get("projection_10m_cards") or {}
     two = r["phases"]["two_workers"]
@@ -218,9 +258,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write(r: dict[str, Any], where: Path) -> list[Path]:
+def write(r: dict[str, Any], where: Path, name: str = "bench") -> list[Path]:
+    """``<name>.json``, ``<name>.md`` and ``<name>_latency.png`` in ``where``."""
     where.mkdir(parents=True, exist_ok=True)
-    paths = [where / "bench.json", where / "bench.md", where / "bench_latency.png"]
+    paths = [where / f"{name}.json", where / f"{name}.md", where / f"{name}_latency.png"]
     paths[0].write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
                          + b"\n")
     plot(r, paths[2])

@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis import Redis
-
 from fraudtools.bench import baseline, burst, floor, latency, limit, memory, system, throughput
 from fraudtools.bench import data as bench_data
 from fraudtools.bench import two_workers as pair
@@ -20,6 +18,7 @@ from fraudtools.bench.context import Bench
 from fraudtools.bench.kafka import BenchError, freeze_gc, runner
 from fraudtools.bench.metrics import progress
 from fraudtools.bench.plan import MAX_RATE_TRIES
+from fraudtools.bench.redis_nodes import wait_replicas
 from fraudtools.kafka_admin import KafkaNotReady
 from fraudtools.worker_process import ROOT
 
@@ -33,24 +32,25 @@ async def run(bench: Bench) -> dict[str, Any]:
     bench.result = {"schema": 1, "mode": "quick" if bench.args.quick else "full",
                     "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "phases": {}}
-    client = Redis.from_url(bench.redis_url, socket_timeout=5)
-    try:
-        info = client.info("server")
-        bench.redis_used_start = int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
+    info = bench.redis.info_server()  # on a cluster: its nodes read, one primary's INFO
+    bench.redis_used_start = bench.redis.used_memory()
     bench.pids = bench.stack_pids(info)
     r = bench.result
     r["git"] = system.git_info(ROOT)
     r["machine"] = system.machine_info(kafka_pid=bench.pids.get("kafka"),
                                        redis_version=info.get("redis_version"))
-    redis_where = urlsplit(bench.redis_url)
+    # Replicas each round trip of the worker waits for (WAIT): 1 by default on a cluster
+    r["redis_mode"] = bench.redis_mode
+    r["redis_wait_replicas"] = wait_replicas(bench.redis_mode, bench.worker_env)
+    seeds = [urlsplit(u) for u in bench.redis_url.split(",")]
     r["stack"] = {
         "bootstrap": bench.bootstrap,
-        "redis": f"{redis_where.hostname}:{redis_where.port or 6379}{redis_where.path}",
+        "redis": ",".join(f"{u.hostname}:{u.port or 6379}{u.path}" for u in seeds),
+        "redis_mode": bench.redis_mode,
+        "redis_nodes": [{**n, "pid": bench.pids.get(node.name)} for n, node in
+                        zip(bench.redis.describe(), bench.redis.nodes, strict=True)],
         "pids": dict(bench.pids),
-        "worker_settings": {"FRAUD_LOG_LEVEL": "INFO", **bench.worker_env,
-                            "model_version": bench.model_version},
+        "worker_settings": {**bench.worker_settings, "model_version": bench.model_version},
     }
 
     budget = (plan.throughput + int(sum(plan.rates) * plan.seconds)

@@ -45,9 +45,17 @@ async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         bench.children.append(profiler[0])
 
+    commands: list[dict[str, int]] = []  # Redis commands processed, by role of node
+
+    def first_decision() -> None:
+        commands.append(bench.redis.commands())  # after the worker's start-up commands
+        if bench.args.profile:
+            start_profiler()
+
     pids = bench.cpu_pids(worker=w.pid)
     watched = await bench.watch(where.names.decisions, n, pids, what="throughput", alive=[w],
-                                on_first=start_profiler if bench.args.profile else None)
+                                on_first=first_decision)
+    commands.append(bench.redis.commands())
     summary: dict[str, Any] | None = None
     if profiler:
         profiler[0].send_signal(signal.SIGINT)
@@ -60,6 +68,8 @@ async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
     bench.result["throughput_eps"] = round(decisions.rate())
     cpu = watched.cpu(["worker", "redis", "kafka", "bench"])
     bench.result["core_seconds_per_million"] = cpu["core_seconds_per_million"]
+    counted = watched.samples[-1][1] - watched.samples[watched.first][1]
+    bench.result["redis_commands_per_decision"] = commands_per_decision(commands, counted)
     bench.result["phases"]["throughput"] = {
         **bench.check_complete("throughput", decisions, n),
         "stages": stage_figures({}, metrics),
@@ -68,5 +78,19 @@ async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
         "profile": summary,
     }
     progress(f"throughput: {bench.result['throughput_eps']:,} decisions/s; "
-             f"cpu {cpu['cores']}")
+             f"cpu {cpu['cores']}; Redis commands a decision "
+             f"{bench.result['redis_commands_per_decision']}")
     return w, where
+
+
+def commands_per_decision(snapshots: list[dict[str, int]], decisions: int
+                          ) -> dict[str, float | None]:
+    """Commands processed by Redis (by role of node, and in all) between the first and the
+    last snapshot, per decision: every client's, so others' traffic shows here too."""
+    if len(snapshots) < 2 or decisions <= 0:
+        return {}
+    first, last = snapshots[0], snapshots[-1]
+    out: dict[str, float | None] = {
+        role: round((last[role] - first.get(role, 0)) / decisions, 2) for role in last}
+    out["total"] = round((sum(last.values()) - sum(first.values())) / decisions, 2)
+    return out

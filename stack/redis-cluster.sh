@@ -20,9 +20,10 @@ HOME_DIR=$(cd "$STACK_DIR" && pwd)/redis-cluster
 BASE=${REDIS_CLUSTER_PORT:-7100}
 NODE_TIMEOUT_MS=${REDIS_CLUSTER_NODE_TIMEOUT_MS:-2000}
 REPLICAS=3
-
-die() { echo "redis-cluster.sh: $*" >&2; exit 1; }
-say() { echo "redis-cluster.sh: $*"; }
+SCRIPT_NAME=redis-cluster.sh COMPOSE_PROFILE=cluster
+# The helpers (say, die, ensure_redis, cli, ping, pid, until_ok, field, ...): stack/redis-lib.sh.
+# shellcheck source=SCRIPTDIR/redis-lib.sh
+source "$ROOT/stack/redis-lib.sh"
 
 if ! [[ $BASE =~ ^[0-9]+$ ]] || ((BASE < 1024 || BASE + 5 + 10000 > 65535)); then
   die "REDIS_CLUSTER_PORT=$BASE: want a port from 1024 to 55530 (the cluster bus is on port + 10000)"
@@ -34,40 +35,6 @@ SETTLE_S=$((30 + 3 * NODE_TIMEOUT_MS / 1000))
 PORTS=()
 for ((port = BASE; port < BASE + 6; port++)); do PORTS+=("$port"); done
 RANGE="127.0.0.1:$BASE-$((BASE + 5))"
-
-ensure_redis() {
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-  if [[ $(id -u) -eq 0 && -f /etc/debian_version ]]; then
-    say "installing redis-server with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-  else
-    die "redis-server not found; install it (Debian/Ubuntu: sudo apt-get install redis-server) or use 'docker compose --profile cluster up'"
-  fi
-}
-
-# cli PORT ARGS...: one command to one node; a stopped (SIGSTOP) node must not hang us.
-cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
-ping() { [[ $(cli "$1" ping 2>/dev/null) == PONG ]]; }
-# A process that exited but is not yet reaped (zombie; the daemon's parent is PID 1) counts as gone.
-alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
-dead() { ! alive "$1"; }
-pidfile() { echo "$HOME_DIR/$1/redis.pid"; }
-# pid PORT: our node on PORT = alive and still a redis-server (guards against a recycled pid).
-pid() {
-  local p
-  p=$(cat "$(pidfile "$1")" 2>/dev/null) && alive "$p" && grep -qs '^redis-server' "/proc/$p/comm" && echo "$p"
-}
-# until_ok SECONDS CMD...: run CMD every 0.05 s until it succeeds; fails after SECONDS.
-until_ok() {
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < end)) || return 1
-    sleep 0.05
-  done
-}
-since() { awk -v a="${1/,/.}" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.1f", b - a }'; }  # since T0
-field() { sed -n "s/^$1:\([^[:space:]]*\).*/\1/p"; }  # field NAME < INFO-style text
 
 # The same arguments on first start and on restart-node; the node's identity and its view of
 # the cluster are in nodes.conf in its own dir. Config on the command line as in redis.sh.
@@ -129,37 +96,10 @@ summary() {
   echo "masters $1, $keys keys"
 }
 
-# request_stop PORT: ask our node on PORT to exit (no dump on the way out), without waiting.
-request_stop() {
-  local p out
-  p=$(pid "$1") || return 0
-  # NOW: do not wait for lagging replicas (Redis 7); an older redis-server refuses it: TERM.
-  out=$(cli "$1" shutdown nosave now 2>&1) || true
-  [[ -z $out ]] || kill -TERM "$p" 2>/dev/null || true
-}
-
-# wait_stop PORT: wait until our node on PORT is gone (5 s, then KILL); drop its pid file.
-wait_stop() {
-  local p
-  if p=$(pid "$1") && ! until_ok 5 dead "$p"; then
-    kill -KILL "$p" 2>/dev/null || true
-    echo "redis-cluster.sh: node $1 killed (did not stop within 5s)" >&2
-  fi
-  rm -f "$(pidfile "$1")"
-}
-
 stop_all() {
   local port
   for port in "${PORTS[@]}"; do request_stop "$port"; done
-  for port in "${PORTS[@]}"; do wait_stop "$port"; done
-}
-
-# A failed start: show why, stop what was started, keep the dir (logs) for a look;
-# the next up starts from scratch anyway.
-fail_up() {
-  tail -n 20 "$2" >&2 2>/dev/null || true
-  stop_all
-  die "$1 (logs: $HOME_DIR/*/redis.log)"
+  for port in "${PORTS[@]}"; do wait_stop "$port" "node $port"; done
 }
 
 up() {
@@ -201,7 +141,7 @@ up() {
     >"$HOME_DIR/create.log" 2>&1 \
     || fail_up "redis-cli --cluster create failed (log: $HOME_DIR/create.log)" "$HOME_DIR/create.log"
   until_ok "$SETTLE_S" healthy || fail_up "the cluster was not ok within ${SETTLE_S}s: $REASON" "$HOME_DIR/create.log"
-  say "up on $RANGE in $(since "$start")s ($(summary "$(masters)"), node timeout ${NODE_TIMEOUT_MS}ms, redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2))"
+  say "up on $RANGE in $(since "$start")s ($(summary "$(masters)"), node timeout ${NODE_TIMEOUT_MS}ms, redis $(redis_version))"
 }
 
 down() {
@@ -266,16 +206,7 @@ restart_node() {
   [[ " ${PORTS[*]} " == *" $port "* ]] || die "$port is not a port of this cluster ($RANGE)"
   ensure_redis
   [[ -f $HOME_DIR/$port/nodes.conf ]] || die "no cluster state for $port ($HOME_DIR/$port/nodes.conf); run 'up' first"
-  if p=$(pid "$port"); then
-    # A node just killed may not have exited yet: give it a moment.
-    if ! ping "$port" && until_ok 5 dead "$p"; then
-      p=
-    elif ! ping "$port"; then
-      die "node $port (pid $p) runs but does not answer PING"
-    fi
-  elif ping "$port"; then
-    die "port $port answers, but not from a node of this script (no live pid in $(pidfile "$port"))"
-  fi
+  p=$(restart_pid node "$port") || exit
   if [[ -n $p ]]; then
     say "node $port is running (pid $p): not restarted, checking it is in the cluster"
   else
@@ -296,7 +227,7 @@ restart_node() {
 
 status() {
   local port answering=0
-  command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-server)"
+  need_cli
   if healthy; then
     echo "redis-cluster: ok on $RANGE ($(summary "$(masters)"))"
     return 0

@@ -24,9 +24,10 @@ NAME=${REDIS_SENTINEL_MASTER:-fraud}
 DOWN_AFTER_MS=${REDIS_SENTINEL_DOWN_AFTER_MS:-1000}
 FAILOVER_TIMEOUT_MS=5000
 QUORUM=2
-
-die() { echo "redis-sentinel.sh: $*" >&2; exit 1; }
-say() { echo "redis-sentinel.sh: $*"; }
+SCRIPT_NAME=redis-sentinel.sh COMPOSE_PROFILE=sentinel
+# The helpers (say, die, ensure_redis, cli, ping, pid, until_ok, field, ...): stack/redis-lib.sh.
+# shellcheck source=SCRIPTDIR/redis-lib.sh
+source "$ROOT/stack/redis-lib.sh"
 
 if ! [[ $BASE =~ ^[0-9]+$ ]] || ((BASE < 1024 || BASE + 8 > 65535)); then
   die "REDIS_SENTINEL_PORT=$BASE: want a port from 1024 to 65527"
@@ -39,39 +40,6 @@ SENTINELS=("$((BASE + 6))" "$((BASE + 7))" "$((BASE + 8))")
 # Seconds to wait for the setup to settle or a failover to happen.
 SETTLE_S=$((30 + 3 * (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000))
 
-ensure_redis() {
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-  if [[ $(id -u) -eq 0 && -f /etc/debian_version ]]; then
-    say "installing redis-server with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-  else
-    die "redis-server not found; install it (Debian/Ubuntu: sudo apt-get install redis-server) or use 'docker compose --profile sentinel up'"
-  fi
-}
-
-# cli PORT ARGS...: one command to one process; a stopped (SIGSTOP) one must not hang us.
-cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
-ping() { [[ $(cli "$1" ping 2>/dev/null) == PONG ]]; }
-# A process that exited but is not yet reaped (zombie; the daemon's parent is PID 1) counts as gone.
-alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
-dead() { ! alive "$1"; }
-pidfile() { echo "$HOME_DIR/$1/redis.pid"; }
-# pid PORT: our process on PORT = alive and still a redis-server (guards against a recycled pid).
-pid() {
-  local p
-  p=$(cat "$(pidfile "$1")" 2>/dev/null) && alive "$p" && grep -qs '^redis-server' "/proc/$p/comm" && echo "$p"
-}
-# until_ok SECONDS CMD...: run CMD every 0.05 s until it succeeds; fails after SECONDS.
-until_ok() {
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < end)) || return 1
-    sleep 0.05
-  done
-}
-since() { awk -v a="${1/,/.}" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.1f", b - a }'; }  # since T0
-field() { sed -n "s/^$1:\([^[:space:]]*\).*/\1/p"; }  # field NAME < INFO-style text
 value() { awk -v k="$1" 'prev == k { print; exit } { prev = $0 }'; }  # value KEY < SENTINEL reply
 
 # start_server PORT [MASTER_PORT]: the same arguments on first start and on restart-server.
@@ -148,25 +116,6 @@ healthy() {
   MASTER=$master
 }
 
-# request_stop PORT: ask our process on PORT to exit (no dump on the way out), without waiting.
-request_stop() {
-  local p out
-  p=$(pid "$1") || return 0
-  # NOW: do not wait for a lagging replica (Redis 7); if refused (older redis-server): TERM.
-  out=$(cli "$1" shutdown nosave now 2>&1) || true
-  [[ -z $out ]] || kill -TERM "$p" 2>/dev/null || true
-}
-
-# wait_stop PORT: wait until our process on PORT is gone (5 s, then KILL); drop its pid file.
-wait_stop() {
-  local p
-  if p=$(pid "$1") && ! until_ok 5 dead "$p"; then
-    kill -KILL "$p" 2>/dev/null || true
-    echo "redis-sentinel.sh: $1 killed (did not stop within 5s)" >&2
-  fi
-  rm -f "$(pidfile "$1")"
-}
-
 # The sentinels first: none of them fails over while the servers go.
 stop_all() {
   local port
@@ -174,12 +123,6 @@ stop_all() {
   for port in "${SENTINELS[@]}"; do wait_stop "$port"; done
   for port in "${SERVERS[@]}"; do request_stop "$port"; done
   for port in "${SERVERS[@]}"; do wait_stop "$port"; done
-}
-
-fail_up() {
-  tail -n 20 "$2" >&2 2>/dev/null || true
-  stop_all
-  die "$1 (logs: $HOME_DIR/*/redis.log)"
 }
 
 up() {
@@ -218,7 +161,7 @@ up() {
     until_ok 5 ping "$port" || fail_up "sentinel $port did not answer PING within 5s" "$HOME_DIR/$port/redis.log"
   done
   until_ok "$SETTLE_S" healthy || fail_up "not ok within ${SETTLE_S}s: $REASON" "$HOME_DIR/${SENTINELS[0]}/redis.log"
-  say "up in $(since "$start")s: $(summary), down-after ${DOWN_AFTER_MS}ms, redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
+  say "up in $(since "$start")s: $(summary), down-after ${DOWN_AFTER_MS}ms, redis $(redis_version)"
 }
 
 # After a successful healthy: MASTER is set.
@@ -248,16 +191,7 @@ restart_server() {
   [[ " ${SERVERS[*]} " == *" $port "* ]] || die "$port is not a server port of this setup (${SERVERS[*]})"
   ensure_redis
   [[ -d $HOME_DIR/$port ]] || die "no state for $port ($HOME_DIR/$port); run 'up' first"
-  if p=$(pid "$port"); then
-    # A server just killed may not have exited yet: give it a moment.
-    if ! ping "$port" && until_ok 5 dead "$p"; then
-      p=
-    elif ! ping "$port"; then
-      die "server $port (pid $p) runs but does not answer PING"
-    fi
-  elif ping "$port"; then
-    die "port $port answers, but not from a server of this script (no live pid in $(pidfile "$port"))"
-  fi
+  p=$(restart_pid server "$port") || exit
   if [[ -n $p ]]; then
     say "server $port is running (pid $p): not restarted, checking the setup"
   else
@@ -282,7 +216,7 @@ restart_server() {
 
 status() {
   local port answering=0
-  command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-server)"
+  need_cli
   if healthy; then
     echo "redis-sentinel: ok, $(summary)"
     return 0

@@ -14,33 +14,19 @@ mkdir -p "$STACK_DIR/redis"
 HOME_DIR=$(cd "$STACK_DIR/redis" && pwd)
 REDIS_PORT=${REDIS_PORT:-6379}
 PIDFILE=$HOME_DIR/redis.pid
-
-die() { echo "redis.sh: $*" >&2; exit 1; }
-
-ensure_redis() {
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-  if [[ $(id -u) -eq 0 && -f /etc/debian_version ]]; then
-    echo "redis.sh: installing redis-server with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-  else
-    die "redis-server not found; install it (Debian/Ubuntu: sudo apt-get install redis-server) or use 'docker compose up'"
-  fi
-}
-
+SCRIPT_NAME=redis.sh COMPOSE_PROFILE=
+# The helpers (say, die, ensure_redis, alive, pid, ...): stack/redis-lib.sh.
+# shellcheck source=SCRIPTDIR/redis-lib.sh
+source "$ROOT/stack/redis-lib.sh"
+# One server: one pid file, and cli and ping without a port argument (nor a time limit).
+pidfile() { echo "$PIDFILE"; }
 cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 ping() { [[ $(cli ping 2>/dev/null) == PONG ]]; }
-# A process that exited but is not yet reaped (zombie; the daemon's parent is PID 1) counts as gone.
-alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
-# Our redis = alive and still a redis-server (guards against a recycled pid).
-pid() {
-  local p
-  p=$(cat "$PIDFILE" 2>/dev/null) && alive "$p" && grep -qs '^redis-server' "/proc/$p/comm" && echo "$p"
-}
 
 up() {
   ensure_redis
   if ping; then
-    echo "redis.sh: already answering on 127.0.0.1:$REDIS_PORT"
+    say "already answering on 127.0.0.1:$REDIS_PORT"
     return 0
   fi
   # Config on the command line: nothing to keep in sync on disk. The Debian package's
@@ -53,7 +39,7 @@ up() {
     --save "" --appendonly no --zset-max-listpack-entries 512 \
     --maxmemory "${REDIS_MAXMEMORY:-0}" --maxmemory-policy noeviction
   for _ in $(seq 50); do
-    ping && { echo "redis.sh: up on 127.0.0.1:$REDIS_PORT (redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2))"; return 0; }
+    ping && { say "up on 127.0.0.1:$REDIS_PORT (redis $(redis_version))"; return 0; }
     sleep 0.1
   done
   tail -n 20 "$HOME_DIR/redis.log" >&2 || true
@@ -62,26 +48,26 @@ up() {
 
 down() {
   local p
-  if ! p=$(pid); then
+  if ! p=$(pid "$REDIS_PORT"); then
     rm -f "$PIDFILE"
-    echo "redis.sh: not running (from $HOME_DIR)"
+    say "not running (from $HOME_DIR)"
     return 0
   fi
   # 'shutdown nosave': no persistence configured anyway; never write a dump on the way out.
   cli shutdown nosave >/dev/null 2>&1 || kill -TERM "$p" 2>/dev/null || true
   for _ in $(seq 50); do
-    alive "$p" || { rm -f "$PIDFILE"; echo "redis.sh: stopped"; return 0; }
+    alive "$p" || { rm -f "$PIDFILE"; say "stopped"; return 0; }
     sleep 0.1
   done
   kill -KILL "$p"
   rm -f "$PIDFILE"
-  echo "redis.sh: killed (did not stop within 5s)" >&2
+  warn "killed (did not stop within 5s)"
 }
 
 status() {
   local p
-  command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-server)"
-  p=$(pid) || true
+  need_cli
+  p=$(pid "$REDIS_PORT") || true
   if ping; then
     echo "redis: running${p:+ (pid $p)} on 127.0.0.1:$REDIS_PORT, $(cli dbsize) keys"
   else

@@ -71,6 +71,7 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0  # decision records beyond the first of each transaction
     flagged: int = 0  # first decisions marked duplicate: true (each was sent once)
+    unflagged_copies: int = 0  # decision records beyond the first not marked duplicate
     inconsistent_copies: int = 0  # transactions whose copies (same model) differ in answer
     degraded: int = 0
     decided_during_outage: int = 0  # first decisions made while the fault was on
@@ -220,6 +221,13 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
     outcome.lost = len(ids - set(first))
     outcome.duplicated = len(decisions) - len(first)
     outcome.flagged = sum(first_flag.values())
+    copies: dict[str, list[tuple[float, bool]]] = {}
+    for d in decisions:
+        at = datetime.fromisoformat(d["decided_at"]).timestamp()
+        copies.setdefault(d["transaction_id"], []).append((at, bool(d["duplicate"])))
+    outcome.unflagged_copies = sum(
+        not flag for seen in copies.values() for _, flag in sorted(seen)[1:]
+    )
     outcome.inconsistent_copies = sum(len(a) > 1 for a in answers.values())
     outcome.dead_letters = sum(d.get("topic") != ctx.label_topic for d in dead)
     outcome.label_dead_letters = len(dead) - outcome.dead_letters

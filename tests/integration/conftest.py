@@ -221,9 +221,13 @@ def worker(run: Run, tmp_path: Path) -> Iterator[Worker]:
     w.stop()
 
 
-async def consume(topic: str, *, until: int, timeout: float = 120.0) -> list[dict]:
-    """Read ``topic`` from the beginning until ``until`` records or the timeout."""
-    return await read_records(topic, until=until, timeout=timeout)
+async def consume(
+    topic: str, *, until: int, timeout: float = 120.0, quiet: float = 2.0
+) -> list[dict]:
+    """Read ``topic`` from the beginning until ``until`` records, then on until nothing
+    new came for ``quiet`` seconds (so a copy beyond the ``until``-th shows up: a test of
+    "decided once" sees it), or the timeout."""
+    return await read_records(topic, until=until, quiet=quiet, timeout=timeout)
 
 
 async def drain(topic: str, *, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:

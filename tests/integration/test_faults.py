@@ -22,6 +22,7 @@ from fraudtools.chaos import (
     FAULTS,
     FLOOD_BAD,
     OUTAGE,
+    RATE,
     Outcome,
     PrivateStack,
     chaos_frame,
@@ -70,6 +71,7 @@ def _run(private_stack: PrivateStack, name: str, frame: pd.DataFrame,
     assert outcome.mismatched == 0, report
     assert outcome.worker_alive, report
     assert outcome.ok, report
+    assert outcome.unflagged_copies == 0, report  # a copy always says duplicate: true
     return outcome
 
 
@@ -82,6 +84,14 @@ def test_nothing_lost_nothing_doubled_features_equal(
     outcome = _run(private_stack, name, frame, uninterrupted, tmp_path)
     assert outcome.degraded == 0
     assert outcome.differ_from_uninterrupted == 0
+    # The documented copies (README, docs/reliability.md): none after a graceful stop or a
+    # rebalance (partitions are released after the batch in hand is committed); after a
+    # SIGKILL at most what was decided since the last commit — a commit interval (1 s) of
+    # traffic, and the batch that straddled it.
+    if name in ("worker-sigterm", "rebalance"):
+        assert outcome.duplicated == 0, outcome
+    elif name == "worker-sigkill":
+        assert 0 < outcome.duplicated <= RATE * 1.0 + 500, outcome
 
 
 def test_redis_down_with_the_hold_policy_holds_then_decides_everything_exactly(

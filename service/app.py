@@ -3,8 +3,9 @@
 Nothing happens at import. :func:`build_worker` makes the app, the Redis client and store,
 the model holder and the :class:`~service.pipeline.BatchPipeline`, and hands them to
 :func:`service.agents.wire` and :func:`service.web.add_pages`. :func:`main`
-(``fraud-worker``, ``python -m service``) reads the settings, builds, and runs Faust's
-worker command; a start-up failure is one clear message, not a traceback.
+(``fraud-worker``, ``python -m service``) reads the settings, builds, logs the model and
+the settings (no secret), and runs Faust's worker command; a start-up failure is one clear
+message, not a traceback; ``--help`` is the project's own (:mod:`service.usage`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Literal, NoReturn
 
 import faust
 from pydantic import ValidationError
 
 from fraudcore.errors import ModelError
-from service import redaction
+from service import logs, redaction, usage
 from service.agents import wire
 from service.kafka import faust_broker_options
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline, Options, OutputTopics
-from service.settings import Settings, StartupError
+from service.settings import Settings, StartupError, log_format_alone
 from service.sink import ProducerSink
 from service.state import RedisStore
 from service.stores import build_store, check_redis, refuse_the_development_secret
@@ -46,6 +48,10 @@ def _faust_app(s: Settings) -> faust.App:
         value_serializer="raw",
         topic_partitions=s.partitions,
         topic_allow_declare=False,  # `make up` (or the compose topics step) creates them
+        # No leader topic (<id>-labels-__assignor-__leader): nothing runs on the leader only,
+        # and, never created, it was an ERROR line at every start ("not found in cluster
+        # metadata") and a WARNING ("Ignoring missing topic").
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=s.kafka_session_timeout_seconds,
@@ -60,6 +66,7 @@ def _faust_app(s: Settings) -> faust.App:
         web_host=s.web_host,
         web_bind=s.web_host,  # Faust listens on web_bind (default 0.0.0.0), not on web_host
         web_port=s.web_port,
+        logging_config=logs.faust_logging_config(s.log_format),  # FRAUD_LOG_FORMAT
         **faust_broker_options(s),
     )
 
@@ -110,17 +117,48 @@ def build_worker(s: Settings) -> Worker:
     return Worker(s, app, models, store, pipeline)
 
 
+def _refuse(reason: str, log_format: Literal["text", "json"]) -> NoReturn:
+    message = f"fraud worker refuses to start: {reason}"
+    if log_format == "json":
+        logs.configure("json", "INFO")
+        log.critical("%s", message)
+        sys.exit(1)
+    sys.exit(message)
+
+
+def _faust_argv(s: Settings, options: list[str]) -> list[str]:
+    """Faust's command line: its worker at the settings' log level, then the user's
+    options. In JSON, ``--quiet``: no banner, no spinner, nothing printed but log lines."""
+    level = {"WARNING": "warn"}.get(s.log_level, s.log_level.lower())
+    quiet = ["--quiet"] if s.log_format == "json" else []
+    return [*quiet, "worker", "-l", level, *options]
+
+
 def main() -> None:
-    """Console script: ``fraud-worker [faust worker options]``."""
+    """Console script: ``fraud-worker [options]``; ``--help`` lists the settings."""
+    if usage.wants_help(sys.argv[1:]):
+        print(usage.help_text(), end="")
+        return
     redaction.install()
     try:
         settings = Settings()
+    except ValidationError as exc:
+        _refuse(f"invalid FRAUD_* settings:\n{exc}", log_format_alone())
+    logs.configure(settings.log_format, settings.log_level)
+    # Faust's consumer reads the labels in <id>-labels, service.consumer the transactions in <id>.
+    logs.quiet_startup([settings.app_id, f"{settings.app_id}-labels"])
+    try:
         worker = build_worker(settings)
         check_redis(settings)
-    except ValidationError as exc:
-        sys.exit(f"fraud worker refuses to start: invalid FRAUD_* settings:\n{exc}")
     except (StartupError, OSError) as exc:
-        sys.exit(f"fraud worker refuses to start: {exc}")
-    level = {"WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())
-    sys.argv = [sys.argv[0], "worker", "-l", level, *sys.argv[1:]]
+        _refuse(str(exc), settings.log_format)
+    version = worker.models.model.version
+    summary = usage.settings_summary(settings)
+    log.info(
+        "fraud worker starting: model %s; settings: %s",
+        version,
+        usage.summary_text(summary),
+        extra={"model_version": version, "settings": summary},
+    )
+    sys.argv = [sys.argv[0], *_faust_argv(settings, sys.argv[1:])]
     worker.app.main()

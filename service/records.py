@@ -33,6 +33,7 @@ __all__ = [
     "Decision",
     "Message",
     "Source",
+    "Where",
     "dead_letter",
     "decode_label",
     "decode_transaction",
@@ -50,6 +51,21 @@ class Source:
     offset: int
 
 
+class Where(str):
+    """``topic[partition]@offset``: where a record came from, as a log line prints it.
+
+    A plain string to everything else; the JSON log format (:mod:`service.logs`) finds it
+    among a log call's arguments and adds its ``source`` as the line's topic, partition and
+    offset fields."""
+
+    source: Source
+
+    def __new__(cls, source: Source) -> Where:
+        where = super().__new__(cls, f"{source.topic}[{source.partition}]@{source.offset}")
+        where.source = source
+        return where
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One consumed record: its value as it came, and where it came from."""
@@ -59,10 +75,9 @@ class Message:
     key: bytes | None = None  # the record's Kafka key: the card id, as producers are told
 
     @property
-    def where(self) -> str:
-        """``topic[partition]@offset``, for logs."""
-        src = self.source
-        return f"{src.topic}[{src.partition}]@{src.offset}"
+    def where(self) -> Where:
+        """``topic[partition]@offset``, for logs (the JSON format makes it fields too)."""
+        return Where(self.source)
 
 
 def _decode(payload: bytes | None, kind: str) -> Any:

@@ -3,8 +3,9 @@
 At debug level aiokafka logs every request and response (``Request to ...: ProduceRequest
 (... messages=bytearray(...))``, ``Sending (key=b'4111...' value=b'{...}')``): card numbers
 in clear. Every log record of the ``aiokafka`` and ``kafka`` loggers keeps its message but
-its arguments other than plain numbers and strings become ``<TypeName>``. Installed once as
-the log record factory, so it holds whatever handlers Faust sets up later.
+its arguments other than plain numbers and strings (and a ``TopicPartition``: a topic name
+and a number) become ``<TypeName>``. Installed once as the log record factory, so it holds
+whatever handlers Faust sets up later, in either log format.
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ REDACTED_LOGGERS = ("aiokafka", "kafka")
 _PLAIN = (str, int, float, bool, type(None))
 
 
+def _topic_partition(value: object) -> bool:
+    """aiokafka's ``TopicPartition(topic, partition)`` (a named tuple): safe to print."""
+    return (
+        isinstance(value, tuple)
+        and getattr(value, "_fields", None) == ("topic", "partition")
+        and all(isinstance(v, _PLAIN) for v in value)
+    )
+
+
 def _safe(value: object) -> object:
-    return value if isinstance(value, _PLAIN) else f"<{type(value).__name__}>"
+    if isinstance(value, _PLAIN) or _topic_partition(value):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def _redact(record: logging.LogRecord) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEVELOPMENT_CARD_KEY_SECRET", "Settings", "StartupError"]
+__all__ = ["DEVELOPMENT_CARD_KEY_SECRET", "Settings", "StartupError", "log_format_alone"]
 
 #: The card-key secret a worker gets when none is set: public (it is in this file), so only
 #: a development stack (FRAUD_ENV=development) may run with it.
@@ -32,12 +32,21 @@ class Settings(BaseSettings):
         "the tests, the compose stack); production refuses it",
     )
     app_id: str = Field("fraud-scorer", description="Faust app id and Kafka consumer group")
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ca_file: Path | None = None
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="the Kafka brokers to start from, host:port, comma-separated"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to reach the brokers: in clear, over TLS, with SASL, or both"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="the SASL mechanism (SASL_PLAINTEXT, SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="the SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="the SASL password")
+    kafka_ca_file: Path | None = Field(
+        None, description="CA bundle that signed the brokers' certificates (SSL, SASL_SSL); "
+        "unset: the system's CAs"
+    )
 
     redis_mode: Literal["single", "cluster", "sentinel"] = Field(
         "single",
@@ -71,14 +80,23 @@ class Settings(BaseSettings):
         description="HMAC key that turns card ids into Redis keys; card ids never appear in clear",
     )
 
-    topic_transactions: str = "transactions"
-    topic_labels: str = "fraud-labels"
-    topic_decisions: str = "decisions"
-    topic_alerts: str = "fraud-alerts"
-    topic_dlq: str = "transactions-dlq"
-    partitions: int = Field(4, ge=1)
+    topic_transactions: str = Field(
+        "transactions", description="the transactions to score (key: the card id)"
+    )
+    topic_labels: str = Field(
+        "fraud-labels", description="the fraud labels: which transactions were fraud"
+    )
+    topic_decisions: str = Field("decisions", description="one decision per transaction")
+    topic_alerts: str = Field("fraud-alerts", description="the decisions that are not approve")
+    topic_dlq: str = Field(
+        "transactions-dlq", description="dead letters: the records refused, with the reason"
+    )
+    partitions: int = Field(4, ge=1, description="partitions of the topics, as created")
 
-    model_dir: Path = Path("models")
+    model_dir: Path = Field(
+        Path("models"),
+        description="directory of the model versions and of `current`, naming the one to serve",
+    )
     model_poll_seconds: float = Field(5.0, gt=0, description="how often to look for a new model")
 
     batch_size: int = Field(500, ge=1, description="most events in one micro-batch")
@@ -126,10 +144,22 @@ class Settings(BaseSettings):
         False, description="add the feature vector to every decision (audit, parity checks)"
     )
 
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    data_dir: Path = Path(".stack/worker")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    web_host: str = Field(
+        "127.0.0.1", description="address the web server (/health, /metrics) listens on"
+    )
+    web_port: int = Field(6066, description="port of the web server")
+    data_dir: Path = Field(
+        Path(".stack/worker"),
+        description="Faust's data directory (holds nothing that must be kept)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the least severe log lines printed"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: Faust's lines; json: one JSON object a line (timestamp, level, "
+        "logger, message; topic, partition and offset when about a record; exception)",
+    )
 
     @property
     def wait_replicas(self) -> int:
@@ -138,3 +168,18 @@ class Settings(BaseSettings):
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
         return 0 if self.redis_mode == "single" else 1
+
+
+class _LogFormatAlone(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True, extra="ignore")
+
+    log_format: Literal["text", "json"] = "text"
+
+
+def log_format_alone() -> Literal["text", "json"]:
+    """``FRAUD_LOG_FORMAT`` read on its own (text when it is not valid either): the format
+    in which to say that the other settings are not valid."""
+    try:
+        return _LogFormatAlone().log_format
+    except ValidationError:
+        return "text"

@@ -38,3 +38,15 @@ def test_kafka_client_arguments_are_redacted(records: list[logging.LogRecord]) -
     first, second = (r.getMessage() for r in records)
     assert first == "Sending (key='<bytes>' value='<bytearray>') to tx[3]"
     assert second == "kept b'4111'"
+
+
+def test_a_topic_partition_is_kept(records: list[logging.LogRecord]) -> None:
+    from aiokafka import TopicPartition
+
+    logging.getLogger("aiokafka.producer").debug(
+        "out of range for %s, key %r", TopicPartition("tx", 2), b"4111"
+    )
+    [record] = records
+    assert record.getMessage() == (
+        "out of range for TopicPartition(topic='tx', partition=2), key '<bytes>'"
+    )

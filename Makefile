@@ -16,6 +16,7 @@ help:
 	@echo "make up-cluster|down-cluster    local Redis Cluster, 3 masters + 3 replicas (7100-7105)"
 	@echo "make up-sentinel|down-sentinel  local Redis master, replica, 3 sentinels (7120-7128)"
 	@echo "make worker    run the scoring worker in the foreground"
+	@echo "make rules     check and unit-test the Prometheus alert and recording rules (promtool)"
 
 # requirements.lock pins every package to the versions the tests last passed with.
 $(INSTALLED): pyproject.toml requirements.lock
@@ -27,6 +28,7 @@ $(INSTALLED): pyproject.toml requirements.lock
 install: $(INSTALLED)
 
 include stack/stack.mk
+include ops/ops.mk
 topics: $(INSTALLED)
 
 train: $(INSTALLED)

@@ -1,12 +1,15 @@
 """docker-compose.yml and Dockerfile describe the same stack as the local one (stack/).
 
 Pure file checks (no Docker needed): the structure of the compose file, and its agreement
-with stack/topics.py (topic names, partition count) and stack/kafka/pom.xml (Kafka version).
+with stack/topics.py (topic names, partition count) and stack/kafka/pom.xml (Kafka version);
+the ops profile's Prometheus and Grafana with the repository's rules, datasource and
+dashboard (ops/).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 import xml.etree.ElementTree as ET
@@ -253,7 +256,7 @@ def test_default_profile_is_the_four_services(services: dict[str, Any]) -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert default == {"kafka", "redis", "topics", "worker"}
     for name, service in services.items():
-        assert set(service.get("profiles") or []) <= {"cluster", "sentinel"}, name
+        assert set(service.get("profiles") or []) <= {"cluster", "sentinel", "ops"}, name
 
 
 def test_cluster_profile_is_the_local_cluster(services: dict[str, Any]) -> None:
@@ -320,3 +323,62 @@ def test_sentinel_profile_is_the_local_sentinel_setup(services: dict[str, Any]) 
         assert script.rstrip().endswith("redis-server /data/sentinel.conf --sentinel")
         check = healthcheck_text(sentinel)
         assert f"get-master-addr-by-name ${{REDIS_SENTINEL_MASTER:-{name}}}" in check
+
+
+# -- the ops profile: Prometheus and Grafana on ops/ ------------------------------------------
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Short-form bind mounts, container path -> host path (checked to exist)."""
+    found = {}
+    for volume in service.get("volumes") or []:
+        host, container, *_ = str(volume).split(":")
+        assert (ROOT / host).exists(), f"{host} does not exist"
+        found[container] = host
+    return found
+
+
+def test_ops_profile_is_prometheus_and_grafana(services: dict[str, Any]) -> None:
+    assert set(in_profile(services, "ops")) == {"prometheus", "grafana"}
+    assert re.fullmatch(r"prom/prometheus:v2\.\d+\.\d+", services["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", services["grafana"]["image"])
+    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+        assert services[name]["ports"] == [f"127.0.0.1:{port}:{port}"], name
+
+
+def test_prometheus_scrapes_the_worker_with_the_repository_rules(
+    services: dict[str, Any],
+) -> None:
+    prometheus = services["prometheus"]
+    volumes = mounts(prometheus)
+    flags = dict(f.split("=", 1) for f in prometheus["command"] if "=" in f)
+    config_path = flags["--config.file"]
+    config = yaml.safe_load((ROOT / volumes[config_path]).read_text())
+    # rule files resolve beside the config file, in the container as on the host
+    for rule_file in config["rule_files"]:
+        in_container = str(Path(config_path).parent / rule_file)
+        assert volumes[in_container] == "./ops/prometheus/rules.yml"
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "fraud-worker"  # what the worker-down alerts select
+    assert "up{job=\"fraud-worker\"}" in (ROOT / "ops/prometheus/rules.yml").read_text()
+    [target] = [t for c in job["static_configs"] for t in c["targets"]]
+    worker_port = services["worker"]["ports"][0].rsplit(":", 1)[1]
+    assert target == f"worker:{worker_port}"
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_grafana_gets_the_datasource_and_the_dashboard(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    volumes = mounts(grafana)
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    datasources = ROOT / volumes["/etc/grafana/provisioning/datasources"]
+    [source] = yaml.safe_load((datasources / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    dashboards = ROOT / volumes["/etc/grafana/provisioning/dashboards"]
+    [provider] = yaml.safe_load((dashboards / "fraud.yml").read_text())["providers"]
+    folder = provider["options"]["path"]
+    assert (ROOT / volumes[folder] / "fraud.json").is_file()
+    dashboard = json.loads((ROOT / volumes[folder] / "fraud.json").read_text())
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"] if p["type"] != "row"}
+    assert uids == {source["uid"]}

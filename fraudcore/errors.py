@@ -8,9 +8,10 @@
      │    └── InvalidLabel
      ├── DuplicateConflict (also ValueError)  a transaction id seen before with other content
      ├── StateUnavailable                     the state store cannot be reached: hold or fail open
-     └── ModelError                           a model the service must not load
-          ├── FingerprintMismatch             trained on other feature definitions
-          └── ModelIntegrityError             file hash or metadata does not match
+     ├── ModelError                           a model the service must not load
+     │    ├── FingerprintMismatch             trained on other feature definitions
+     │    └── ModelIntegrityError             file hash or metadata does not match
+     └── fraudrules.RulesError (also ValueError)  a rules file that does not load or compile
 
 Each error's message says what is wrong and what to do about it.
 """

@@ -5,7 +5,8 @@
 - labels: a Faust agent feeds :meth:`BatchPipeline.labels`. Faust acknowledges a taken
   batch as soon as the loop asks for the next one, even when the body raised; the pipeline
   returns only once every dead letter is acknowledged and never raises for a batch;
-- a timer looks for a new model between batches, another reads Redis' memory every 15 s
+- a timer looks for a new model between batches, one for a changed rules file
+  (``FRAUD_RULES_POLL_SECONDS``), another reads Redis' memory every 15 s
   (``fraud_redis_used_memory_bytes``); a task freezes the startup objects.
 
 What each batch goes through, and whose fault sends a message where, is in
@@ -29,6 +30,7 @@ from service.kafka import kafka_client_options
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline
 from service.records import Message, Source
+from service.rules import RulesHolder
 from service.settings import Settings
 from service.state import RedisStore
 
@@ -47,9 +49,15 @@ def _messages(events: Sequence[EventT[bytes]]) -> list[Message]:
 
 
 def wire(
-    app: faust.App, *, settings: Settings, pipeline: BatchPipeline, models: ModelHolder
+    app: faust.App,
+    *,
+    settings: Settings,
+    pipeline: BatchPipeline,
+    models: ModelHolder,
+    rules: RulesHolder | None = None,
 ) -> None:
-    """Attach the consumers, the labels agent, the model timer and the GC task to ``app``."""
+    """Attach the consumers, the labels agent, the model and rules timers and the GC task to
+    ``app``."""
     consumer = BatchConsumer(
         settings.topic_transactions,
         pipeline.transactions,
@@ -83,6 +91,18 @@ def wire(
             metrics.MODEL_REFUSED.clear()
             first_line = models.refused.reason.splitlines()[0][:300]
             metrics.MODEL_REFUSED.labels(models.refused.version, first_line).set(1)
+
+    async def refresh_rules() -> None:
+        if rules is None:
+            return
+        rules.refresh()
+        metrics.RULES_INFO.clear()
+        if rules.rules is not None:
+            metrics.RULES_INFO.labels(rules.rules.version, str(len(rules.rules.rules))).set(1)
+        metrics.RULES_REFUSED.clear()
+        if rules.refused is not None:
+            first_line = rules.refused.reason.splitlines()[0][:300]
+            metrics.RULES_REFUSED.labels(rules.refused.version, first_line).set(1)
 
     async def redis_memory() -> None:
         store = pipeline.store
@@ -120,6 +140,7 @@ def wire(
 
     app.agent(labels, name="record_labels")(record_labels)
     app.timer(interval=settings.model_poll_seconds)(refresh_model)
+    app.timer(interval=settings.rules_poll_seconds)(refresh_rules)
     app.timer(interval=15.0)(redis_memory)
     app.timer(interval=1.0)(labels_lag)
     app.task(freeze_startup_objects)

@@ -19,11 +19,13 @@ import faust
 from pydantic import ValidationError
 
 from fraudcore.errors import ModelError
+from fraudrules import RulesError
 from service import logs, redaction, usage
 from service.agents import wire
 from service.kafka import faust_broker_options
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline, Options, OutputTopics
+from service.rules import RulesHolder
 from service.settings import Settings, StartupError, log_format_alone
 from service.sink import ProducerSink
 from service.state import RedisStore
@@ -80,19 +82,25 @@ class Worker:
     models: ModelHolder
     store: RedisStore
     pipeline: BatchPipeline
+    rules: RulesHolder
 
 
 def build_worker(s: Settings) -> Worker:
     """Build the worker's parts from its settings and wire them into a Faust app.
 
-    Raises :class:`StartupError` when it must not start (no usable model, inconsistent
-    settings)."""
+    Raises :class:`StartupError` when it must not start (no usable model, a rules file that
+    does not compile, inconsistent settings)."""
     refuse_the_development_secret(s)
     try:
         # Refuse to start on a wrong model: it would score every transaction wrongly.
         models = ModelHolder(s.model_dir)
     except ModelError as exc:
         raise StartupError(str(exc)) from exc
+    try:
+        # Refuse to start on rules that do not compile, as on a bad model.
+        rules = RulesHolder(s.rules_file)
+    except RulesError as exc:
+        raise StartupError(f"rules refused: {exc}") from exc
     store = build_store(s)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     app = _faust_app(s)
@@ -109,12 +117,14 @@ def build_worker(s: Settings) -> Worker:
             miskeyed=s.miskeyed_policy,
             label_wait_seconds=s.label_wait_seconds,
         ),
+        rules=rules,
     )
-    wire(app, settings=s, pipeline=pipeline, models=models)
+    wire(app, settings=s, pipeline=pipeline, models=models, rules=rules)
     add_pages(
-        app, store=store, models=models, readiness=pipeline.readiness, lineage=pipeline.lineage
+        app, store=store, models=models, readiness=pipeline.readiness, lineage=pipeline.lineage,
+        rules=rules,
     )
-    return Worker(s, app, models, store, pipeline)
+    return Worker(s, app, models, store, pipeline, rules)
 
 
 def _refuse(reason: str, log_format: Literal["text", "json"]) -> NoReturn:
@@ -153,12 +163,15 @@ def main() -> None:
     except (StartupError, OSError) as exc:
         _refuse(str(exc), settings.log_format)
     version = worker.models.model.version
+    rules = worker.rules.rules
+    rules_version = rules.version if rules is not None else None
     summary = usage.settings_summary(settings)
     log.info(
-        "fraud worker starting: model %s; settings: %s",
+        "fraud worker starting: model %s; rules %s; settings: %s",
         version,
+        f"{rules_version} ({len(rules.rules)} rules)" if rules is not None else "none",
         usage.summary_text(summary),
-        extra={"model_version": version, "settings": summary},
+        extra={"model_version": version, "rules_version": rules_version, "settings": summary},
     )
     sys.argv = [sys.argv[0], *_faust_argv(settings, sys.argv[1:])]
     worker.app.main()

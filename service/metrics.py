@@ -39,6 +39,10 @@ __all__ = [
     "MODEL_INFO",
     "MODEL_REFUSED",
     "RECORDED_LATE",
+    "RULE_ERRORS",
+    "RULE_HITS",
+    "RULES_INFO",
+    "RULES_REFUSED",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
@@ -146,6 +150,23 @@ MODEL_REFUSED = Gauge(
     "fraud_model_refused_info",
     "The last model version refused (value 1), and why",
     ["version", "reason"],
+)
+RULES_INFO = Gauge(
+    "fraud_rules_info", "The rules file in service (value 1; no series: no rules file)",
+    ["version", "rules"],
+)
+RULES_REFUSED = Gauge(
+    "fraud_rules_refused_info",
+    "The last rules file refused (value 1; the rules in service stay), and why",
+    ["version", "reason"],
+)
+RULE_HITS = Counter(
+    "fraud_rule_hits_total", "Transactions on which a rule fired, by rule id", ["rule"]
+)
+RULE_ERRORS = Counter(
+    "fraud_rule_errors_total",
+    "Transactions on which a rule failed to evaluate (it did not fire), by rule id",
+    ["rule"],
 )
 MODEL_FAILURES = Counter(
     "fraud_model_failures_total", "Batches the model failed to score (held and tried again)"

@@ -2,8 +2,8 @@
 
 ::
 
-    messages ─► decode, validate ─► state exchange ─► features ─► score ─► policy ─► send ─► acks
-                 │ (dead letters)    StateStore port   fraudcore   ONNX               Sink port
+    messages ─► decode, validate ─► state exchange ─► features ─► score ─► policy, rules ─► send
+                 │ (dead letters)    StateStore port   fraudcore   ONNX   service.rules   Sink
                  ▼
            the batch's result: decisions and dead letters, in batch order
 
@@ -56,10 +56,11 @@ from service.dead_letters import DeadLetters, check_each, internal, systemic
 from service.delivery import Delivery, Output, send_until_acknowledged, watched
 from service.labels import LabelOptions, LabelPath, Progress
 from service.lineage import StateLineage
-from service.ports import Answer, Models, Sink, StateStore
+from service.ports import Answer, Models, Rules, Sink, StateStore
 from service.readiness import Readiness
 from service.records import DeadLetter, Decision, Message, decode_transaction
 from service.retry import Sleep, Unavailable, hold, retry
+from service.rules import apply_rules
 
 __all__ = [
     "MAX_UNRECORDED",
@@ -141,9 +142,11 @@ class BatchPipeline:
         readiness: Readiness | None = None,
         decode: Callable[[bytes | None], Transaction] = decode_transaction,
         features: Callable[[Transaction, CardHistory, TerminalHistory], list[float]] = compute,
+        rules: Rules | None = None,
     ) -> None:
         self.store = store
         self.models = models
+        self.rules = rules  # the analysts' rules, applied after the policy (None: no rules)
         self.sink = sink
         self.topics = topics
         self.options = options
@@ -401,7 +404,8 @@ class BatchPipeline:
         return decisions
 
     def _score(self, exchanged: _Exchanged) -> list[Decision]:
-        """One model call for the batch (one model, even across a swap), then the policy."""
+        """One model call for the batch (one model, even across a swap), then the policy and
+        the rules (one rule set for the batch, too)."""
         started = time.perf_counter()
         model = self.models.model
         scores = model.score(np.asarray(exchanged.rows, dtype=np.float32))
@@ -424,7 +428,7 @@ class BatchPipeline:
             )
         ]
         metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
-        return decisions
+        return apply_rules(self.rules, decisions, exchanged.rows)
 
     async def _queue(self, result: BatchResult, record_times: Sequence[float]) -> Delivery:
         """Queue the batch's outputs on the sink: each decision (and its alert, unless it

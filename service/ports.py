@@ -7,6 +7,7 @@ outside, as small protocols.
 - :class:`Sink`: where outputs go. Implemented by :class:`service.sink.ProducerSink`
   (Kafka, through the Faust app's producer); tests pass a recording one.
 - :class:`Models`: the model in service (:class:`service.model.ModelHolder`).
+- :class:`Rules`: the analysts' rules in service (:class:`service.rules.RulesHolder`).
 
 A store says it cannot be reached by raising
 :class:`~fraudcore.errors.StateUnavailable`, and nothing else
@@ -22,6 +23,7 @@ from typing import Protocol
 from fraudcore import CardHistory, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.state import LabelCheck
+from fraudrules import RuleSet
 from service.lineage import Lineage
 from service.model import Model
 
@@ -31,6 +33,7 @@ __all__ = [
     "LabelsAnswer",
     "Models",
     "OnPart",
+    "Rules",
     "Sink",
     "StateStore",
     "StateUnavailable",
@@ -124,3 +127,10 @@ class Models(Protocol):
 
     @property
     def model(self) -> Model: ...
+
+
+class Rules(Protocol):
+    """The rules in service (``None``: no rules file); read once per batch, like the model."""
+
+    @property
+    def rules(self) -> RuleSet | None: ...

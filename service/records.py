@@ -106,6 +106,10 @@ def _instant(epoch: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """One transaction's decision. ``rules`` (the ids of the rules that fired, in file
+    order) and ``rules_version`` are written only while a rules file is set
+    (``FRAUD_RULES_FILE``): both then, even when no rule fired; neither without one."""
+
     transaction: Transaction
     score: float
     action: Action
@@ -114,12 +118,17 @@ class Decision:
     duplicate: bool = False
     degraded: bool = False
     features: Sequence[float] | None = None
+    rules: tuple[str, ...] = ()
+    rules_version: str | None = None
 
     def to_json(self) -> bytes:
         tx = self.transaction
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.features is not None:
             extra["features"] = dict(zip(FEATURE_NAMES, self.features, strict=True))
+        if self.rules_version is not None:
+            extra["rules"] = self.rules
+            extra["rules_version"] = self.rules_version
         return orjson.dumps(
             {
                 "transaction_id": tx.transaction_id,

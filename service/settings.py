@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         description="directory of the model versions and of `current`, naming the one to serve",
     )
     model_poll_seconds: float = Field(5.0, gt=0, description="how often to look for a new model")
+    rules_file: Path | None = Field(
+        None,
+        description="YAML file of analysts' rules applied after the model (README: Writing a "
+        "rule); read again when it changes, a file that does not compile is refused and the "
+        "rules in service kept; unset: no rules",
+    )
+    rules_poll_seconds: float = Field(
+        5.0, gt=0, description="how often to look for a changed rules file"
+    )
 
     batch_size: int = Field(500, ge=1, description="most events in one micro-batch")
     batch_wait_seconds: float = Field(

@@ -15,6 +15,7 @@ from service.lineage import StateLineage
 from service.model import ModelHolder
 from service.ports import StateStore
 from service.readiness import Readiness
+from service.rules import RulesHolder
 
 __all__ = ["add_pages"]
 
@@ -26,6 +27,7 @@ def add_pages(
     models: ModelHolder,
     readiness: Readiness,
     lineage: StateLineage,
+    rules: RulesHolder | None = None,
 ) -> None:
     """Serve ``/livez``, ``/readyz``, ``/health`` and ``/metrics`` on the app's web server.
 
@@ -39,7 +41,9 @@ def add_pages(
     probe-scored before it served (a worker without one does not start). The last model
     refused (the serving one stays) is shown too, and whether the feature state is whole
     (``"state"``; a partial state marks decisions degraded but does not make the worker
-    unready: it decides, on what it has)."""
+    unready: it decides, on what it has). So are the rules version in service
+    (``rules_version``, null without a rules file) and the last rules file refused
+    (``rules_refused``, until the file holds rules that are served)."""
 
     async def livez(web: View, request: Request) -> Response:
         dead = readiness.dead()
@@ -81,6 +85,14 @@ def add_pages(
                 "reason": models.refused.reason,
                 "at": datetime.fromtimestamp(models.refused.at, UTC).isoformat(),
             }
+        served = rules.rules if rules is not None else None
+        body["rules_version"] = served.version if served is not None else None
+        refused = rules.refused if rules is not None else None
+        body["rules_refused"] = None if refused is None else {
+            "version": refused.version,
+            "reason": refused.reason,
+            "at": datetime.fromtimestamp(refused.at, UTC).isoformat(),
+        }
         return web.bytes(
             orjson.dumps(body), content_type="application/json", status=200 if ok else 503
         )

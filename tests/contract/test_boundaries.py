@@ -1,6 +1,8 @@
 """Import boundaries, read from the source with ``ast`` (nothing is imported or executed).
 
 - ``fraudcore`` imports only the standard library and itself, and never reads the clock;
+- ``fraudrules`` (the rules, shared by the service and training's backtest) imports only the
+  standard library, itself, ``fraudcore``, the expression library (``cel``) and PyYAML;
 - ``service`` never imports ``training`` or ``fraudtools``; ``training`` never imports
   ``service``;
 - only ``service`` (and ``fraudtools`` and the tests) import faust, redis, aiokafka;
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fraudcore", "service", "training", "fraudtools")
+PACKAGES = ("fraudcore", "fraudrules", "service", "training", "fraudtools")
 STREAMING = frozenset({"faust", "redis", "aiokafka"})
 LEARNING = frozenset({"sklearn", "skl2onnx"})
 HEAVY = (
@@ -200,6 +202,7 @@ def test_every_package_has_sources_and_the_scan_sees_known_imports(
     assert {"faust", "redis", "onnxruntime"} <= {imp.top for imp in imports["service"]}
     assert {"sklearn", "skl2onnx", "pandas"} <= {imp.top for imp in imports["training"]}
     assert {"fraudcore"} <= {imp.top for imp in imports["fraudcore"]}
+    assert {"fraudcore", "cel", "yaml"} <= {imp.top for imp in imports["fraudrules"]}
 
 
 # --- the rules ---------------------------------------------------------------------------------
@@ -228,6 +231,28 @@ def test_fraudcore_imports_no_heavy_dependency(imports: dict[str, list[Import]])
 def test_fraudcore_imports_neither_side(imports: dict[str, list[Import]]) -> None:
     bad = _offending(imports["fraudcore"], {"service", "training", "fraudtools"})
     assert not bad, "fraudcore must not depend on the service or training:\n" + "\n".join(bad)
+
+
+def test_fraudrules_imports_only_fraudcore_cel_and_yaml(imports: dict[str, list[Import]]) -> None:
+    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudrules", "fraudcore"}
+    allowed |= {"cel", "yaml"}
+    bad = sorted(
+        f"{imp.where}: import {imp.module}"
+        for imp in imports["fraudrules"]
+        if imp.top not in allowed
+    )
+    assert not bad, (
+        "fraudrules is shared by the service and training's backtest: only the standard "
+        "library, fraudcore, the expression library and PyYAML:\n" + "\n".join(bad)
+    )
+
+
+def test_fraudrules_imports_no_side_and_no_heavy_dependency(
+    imports: dict[str, list[Import]],
+) -> None:
+    forbidden = {"service", "training", "fraudtools"} | STREAMING | LEARNING
+    bad = _offending(imports["fraudrules"], forbidden)
+    assert not bad, "fraudrules imports a side or a heavy dependency:\n" + "\n".join(bad)
 
 
 def test_service_imports_neither_training_nor_fraudtools(imports: dict[str, list[Import]]) -> None:

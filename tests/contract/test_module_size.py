@@ -1,4 +1,4 @@
-"""No module of the four packages grows past 500 lines: a module that does that much is
+"""No module of the five packages grows past 500 lines: a module that does that much is
 two modules (the architecture issue's bar, kept)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ LIMIT = 500
 def test_no_module_is_over_500_lines() -> None:
     sizes = {
         str(path.relative_to(ROOT)): len(path.read_text().splitlines())
-        for package in ("fraudcore", "service", "training", "fraudtools")
+        for package in ("fraudcore", "fraudrules", "service", "training", "fraudtools")
         for path in (ROOT / package).rglob("*.py")
     }
     assert len(sizes) > 40  # the packages were found

@@ -39,6 +39,18 @@ def test_decisions_match_their_schema():
         schema("decision").validate(orjson.loads(decision.to_json()))
 
 
+def test_decisions_with_rules_match_their_schema():
+    tx = Transaction("t1", "c1", "term", 12.5, datetime(2018, 8, 8, 12, tzinfo=UTC))
+    for fired in ((), ("big-amount",), ("a", "b.c:d-e_f")):
+        decision = Decision(tx, 0.5, "decline", "abc", 1.5e9, rules=fired,
+                            rules_version="0123456789abcdef")
+        schema("decision").validate(orjson.loads(decision.to_json()))
+    document = orjson.loads(Decision(tx, 0.5, "decline", "abc", 1.5e9, rules=("a",),
+                                     rules_version="0123456789abcdef").to_json())
+    del document["rules_version"]
+    assert not schema("decision").is_valid(document)  # the two go together
+
+
 def test_a_decision_missing_a_field_fails_the_schema():
     tx = Transaction("t1", "c1", "term", 12.5, datetime(2018, 8, 8, 12, tzinfo=UTC))
     document = orjson.loads(Decision(tx, 0.5, "approve", "abc", 1.5e9).to_json())

@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md requirements.lock ./
 COPY fraudcore/ fraudcore/
+COPY fraudrules/ fraudrules/
 COPY service/ service/
 RUN pip install -c requirements.lock ".[service]"
 COPY models/ models/

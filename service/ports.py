@@ -16,7 +16,7 @@ for that: every other exception is a bug or a refusal, not an outage.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -134,3 +134,8 @@ class Rules(Protocol):
 
     @property
     def rules(self) -> RuleSet | None: ...
+
+    def failed(self, version: str, first: Mapping[str, tuple[str, str]]) -> None:
+        """Rules of ``version`` failed on a batch: rule id -> (transaction id, reason) of
+        its first failure there (to log, once per rule and version)."""
+        ...

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: The refused "version" of a rules file that could not be read at all.
 UNREADABLE = "unreadable"
+#: Rule failures remembered as logged (cleared past it: logged again, never unbounded).
+_LOGGED_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RulesHolder:
         self.rules: RuleSet | None = None
         self.refused: Refusal | None = None
         self._refused_version: str | None = None
+        self._logged: set[tuple[str, str]] = set()  # (version, rule id) whose failure was logged
         if path is not None:
             self.rules = parse_rules(self._read(path), source=str(path))
             log.info("serving %s from %s", _describe(self.rules), path)
@@ -104,6 +107,21 @@ class RulesHolder:
         self.rules, self.refused, self._refused_version = rules, None, None
         return True
 
+    def failed(self, version: str, first: Mapping[str, tuple[str, str]]) -> None:
+        """Log a rule's first failure in a rules version (``first``: rule id -> transaction
+        id, reason), once per rule and version."""
+        for rule, (transaction_id, reason) in first.items():
+            if (version, rule) in self._logged:
+                continue
+            if len(self._logged) >= _LOGGED_LIMIT:
+                self._logged.clear()
+            self._logged.add((version, rule))
+            log.warning(
+                "rule %r (rules %s) failed on transaction %s and did not fire: %s (logged once "
+                "per rule and version; counted in fraud_rule_errors_total)",
+                rule, version, transaction_id, reason,
+            )
+
     def _refuse(self, version: str, reason: str) -> None:
         if version == self._refused_version:
             return  # said already
@@ -113,33 +131,13 @@ class RulesHolder:
 
 
 
-#: (rules version, rule id) whose failure was logged; bounded (cleared past the limit).
-_logged: set[tuple[str, str]] = set()
-_LOGGED_LIMIT = 10_000
-
-
-def _log_first_failures(version: str, first: dict[str, tuple[str, str]]) -> None:
-    """Log a rule's first failure in a rules version (rule id -> transaction id, reason)."""
-    for rule, (transaction_id, reason) in first.items():
-        if (version, rule) in _logged:
-            continue
-        if len(_logged) >= _LOGGED_LIMIT:
-            _logged.clear()
-        _logged.add((version, rule))
-        log.warning(
-            "rule %r (rules %s) failed on transaction %s and did not fire: %s (logged once per "
-            "rule and version; counted in fraud_rule_errors_total)",
-            rule, version, transaction_id, reason,
-        )
-
-
 def apply_rules(
     holder: Rules | None, decisions: list[Decision], rows: Sequence[Sequence[float]]
 ) -> list[Decision]:
     """The batch's decisions with the rules applied (unchanged without a rules file);
     ``rows``: the feature vectors the decisions were scored on, in the same order."""
     rules = holder.rules if holder is not None else None
-    if rules is None:
+    if holder is None or rules is None:
         return decisions
     started = time.perf_counter()
     hits: Counter[str] = Counter()
@@ -173,6 +171,6 @@ def apply_rules(
     for rule_id, count in errors.items():
         metrics.RULE_ERRORS.labels(rule_id).inc(count)
     if first:
-        _log_first_failures(rules.version, first)
+        holder.failed(rules.version, first)
     metrics.STAGE_SECONDS.labels("rules").observe(time.perf_counter() - started)
     return decided

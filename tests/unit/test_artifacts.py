@@ -362,3 +362,30 @@ def test_the_reader_refuses_written_metadata_of_other_features() -> None:
 
 def test_the_current_feature_set_is_this_codes() -> None:
     assert FeatureSet.current() == FeatureSet(FEATURE_NAMES, fingerprint(), SPEC.version)
+
+
+# --- what the refusals tell the operator ----------------------------------------------------
+
+
+def test_a_fingerprint_mismatch_says_what_to_do() -> None:
+    meta = metadata()
+    meta["features"]["fingerprint"] = "0123456789abcdef"
+    with pytest.raises(FingerprintMismatch) as info:
+        model_info(meta, MODEL_BYTES)
+    assert str(info.value).endswith(
+        "retrain with `make train` or deploy the matching code"
+    )
+
+
+def test_a_hash_mismatch_shows_both_hashes_in_their_short_form() -> None:
+    # A hash is shown as a model version is named: its first VERSION_DIGITS hex digits,
+    # then "..." to say it was cut.
+    changed = MODEL_BYTES + b"!"
+    with pytest.raises(ModelIntegrityError) as info:
+        model_info(metadata(), changed)
+    message = str(info.value)
+    actual = ModelIdentity.of(changed).version
+    recorded = ModelIdentity(SHA).version
+    assert len(actual) == len(recorded) == VERSION_DIGITS
+    assert f"model.onnx has sha256 {actual}..., " in message
+    assert f"its metadata records {recorded}...; " in message

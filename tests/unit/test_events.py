@@ -376,3 +376,67 @@ def test_a_whitespace_only_id_is_rejected_as_the_dataset_reader_does():
         parse_transaction({"transaction_id": "  ", "card_id": "c", "terminal_id": "t",
                            "amount": 1.0, "timestamp": "2018-04-01T00:00:00+00:00"})
     assert info.value.field == "transaction_id"
+
+
+# --- what a dead letter says (the reasons a producer reads to fix an event) ---------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (tx(card_id=True), "card_id"),
+        (tx(card_id=10**200), "card_id"),  # an integer id too long
+        (tx(terminal_id=""), "terminal_id"),
+        (tx(transaction_id="a\x00b"), "transaction_id"),
+        (without(tx(), "card_id"), "card_id"),
+        (tx(amount=10**400), "amount"),  # beyond the float range
+        (tx(amount=math.inf), "amount"),
+        (tx(amount=-1), "amount"),
+        (tx(amount="12"), "amount"),
+        (tx(timestamp=1715949000), "timestamp"),
+        (tx(timestamp="yesterday"), "timestamp"),
+        (tx(timestamp="2024-05-17T14:30:00"), "timestamp"),
+        (tx(timestamp="1999-12-31T23:59:59Z"), "timestamp"),
+    ],
+)
+def test_a_reason_begins_with_the_field_it_names(raw: dict[str, Any], field: str) -> None:
+    # "Validation names the field and the reason": the reason reads "<field>: <what>".
+    err = tx_error(raw)
+    assert err.field == field
+    assert str(err).startswith(f"{field}: ")
+    assert len(str(err)) > len(f"{field}: ")
+
+
+def test_a_label_known_too_early_names_known_at_first() -> None:
+    err = label_error(label(known_at="2024-05-17T12:29:59Z"))
+    assert str(err).startswith("known_at ")
+
+
+def test_an_integer_amount_beyond_the_float_range_is_not_finite() -> None:
+    assert str(tx_error(tx(amount=10**400))) == "amount: must be finite"
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_name"), [([1, 2], "list"), ("{}", "str"), (None, "NoneType"), (7, "int")]
+)
+def test_not_an_object_says_what_it_got(raw: object, type_name: str) -> None:
+    assert str(tx_error(raw)) == f"expected a JSON object, got {type_name}"
+    assert str(label_error(raw)) == f"expected a JSON object, got {type_name}"
+
+
+@pytest.mark.parametrize(("value", "type_name"), [(1715949000, "int"), (None, "NoneType")])
+def test_a_timestamp_of_the_wrong_type_says_what_it_got(value: object, type_name: str) -> None:
+    message = str(tx_error(tx(timestamp=value)))
+    assert message.endswith(f", got {type_name}")
+
+
+@pytest.mark.parametrize("value", [-5_000, -(10**127) + 1, -1])
+def test_negative_integer_ids_within_the_length_are_accepted(value: int) -> None:
+    # An integer id is its decimal text: 1 to 128 characters, the minus sign included.
+    assert parse_transaction(tx(card_id=value)).card_id == str(value)
+
+
+def test_a_negative_integer_id_one_character_too_long_is_refused() -> None:
+    err = tx_error(tx(card_id=-(10**127)))  # "-1" and 127 zeros: 129 characters
+    assert err.field == "card_id"
+    assert str(err) == "card_id: length must be 1 to 128"

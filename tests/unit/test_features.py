@@ -236,3 +236,32 @@ def test_a_forgotten_transaction_counts_nowhere_and_can_come_again() -> None:
     again, _ = store.exchange(second)  # recorded afresh, as new (late: c is there already)
     assert again.timestamps == [first.epoch, third.epoch]
     assert store.cards["c"].get("b") == (second.epoch, 12.0, "t")
+
+
+# --- histories that do not fit the definitions are refused, not read short ----------------
+
+
+def test_a_terminal_history_with_the_wrong_number_of_counts_is_refused() -> None:
+    # One count per terminal window (1, 7, 30 days): two counts cannot be read.
+    with pytest.raises(ValueError, match=r"terminal history has 2 counts, not 3"):
+        compute(tx("x", T0), CardHistory(), TerminalHistory(counts=[1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("fraud_timestamps", "fraud_known_at"),
+    [
+        ([T0.timestamp() - 9 * 86_400.0], []),  # a fraud without the time it became known
+        ([], [T0.timestamp()]),  # a known time without its fraud
+        ([T0.timestamp() - 9 * 86_400.0] * 2, [T0.timestamp()]),
+    ],
+)
+def test_fraud_times_and_known_times_must_pair_up(
+    fraud_timestamps: list[float], fraud_known_at: list[float]
+) -> None:
+    # Each label is a pair (transaction time, known at): lists of different lengths are no
+    # set of labels, and pairing them short would silently drop a fraud.
+    history = TerminalHistory(
+        counts=[5, 5, 5], fraud_timestamps=fraud_timestamps, fraud_known_at=fraud_known_at
+    )
+    with pytest.raises(ValueError):
+        compute(tx("x", T0), CardHistory(), history)

@@ -106,5 +106,18 @@ coverage: $(INSTALLED)
 	$(VENV)/bin/coverage run --source=service -m pytest -q tests/unit
 	$(VENV)/bin/coverage report --fail-under=70
 
+# Mutation testing (issue 18): mutmut over fraudcore/, training/metrics.py and
+# training/protocol.py with the tests in tests/unit ([tool.mutmut] in pyproject.toml), from
+# scratch each time (mutants/ is removed first: cached verdicts would miss new tests). Prints
+# the kill rate of each and fails below 95 % killed on fraudcore (training's two are
+# reported only); tests/mutation-survivors.md explains every survivor. About 4 minutes here
+# (2 mutmut children, niced; it took 8 before these tests, with 168 survivors each running all
+# its tests), so not in .ci/run. The last run's report again, running nothing:
+# $(PY) tests/mutate.py --report
+.PHONY: mutate
+mutate: $(INSTALLED)
+	rm -rf mutants
+	nice -n 10 $(PY) tests/mutate.py --max-children 2
+
 clean:
 	rm -rf reports .pytest_cache .mypy_cache .ruff_cache

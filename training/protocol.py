@@ -202,9 +202,12 @@ def clean_test(frame: pd.DataFrame, test: pd.DataFrame, split: Split) -> pd.Data
     # Earliest counted fraud day per card: a card is known compromised on day T exactly when
     # this day is <= T - delay - 1.
     first_fraud = frame_days[counted].groupby(frame.loc[counted, CARD_COLUMN]).min()
-    card_first = test[CARD_COLUMN].map(first_fraud)
-    cutoff = test_days - pd.Timedelta(days=split.delay_days + 1)
-    known = card_first.notna() & (card_first <= cutoff)
+    if first_fraud.empty:  # no fraud counted: no card known compromised (map would fail)
+        known = pd.Series(False, index=test.index)
+    else:
+        card_first = test[CARD_COLUMN].map(first_fraud)
+        cutoff = test_days - pd.Timedelta(days=split.delay_days + 1)
+        known = card_first.notna() & (card_first <= cutoff)
     kept = test.loc[~known.to_numpy()]
     logger.debug(
         "clean_test %s: dropped %d of %d test rows (%d cards known compromised)",

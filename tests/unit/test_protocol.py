@@ -145,3 +145,14 @@ def test_prequential_splits_shift_back() -> None:
     ]
     with pytest.raises(ValueError):
         prequential_splits(date(2018, 8, 1), folds=0)
+
+
+def test_clean_test_with_no_fraud_counted_keeps_every_test_row() -> None:
+    # Frauds only before training (they do not count): nothing is known compromised. This
+    # raised TypeError (mapping the cards onto an empty series of days).
+    history = [("2018-07-20T12:00:00+00:00", 1, 1), ("2018-07-28T12:00:00+00:00", 2, 0)]
+    tests = [("2018-08-09T10:00:00+00:00", c, 0) for c in (1, 2)]
+    frame = _frame(history + tests)
+    _, test = split(frame, REFERENCE)
+    cleaned = clean_test(frame, test, REFERENCE)
+    assert sorted(cleaned["CUSTOMER_ID"]) == [1, 2]

@@ -165,7 +165,8 @@ def test_a_label_flood_refuses_exactly_the_wrong_labels_and_counts_none_of_them(
 def test_the_scenarios_cover_every_fault() -> None:
     assert set(FAULTS) == {"worker-sigkill", "worker-sigterm", "broker-restart",
                            "redis-down-hold", "redis-down-open", "rebalance", "redis-oom",
-                           "bad-model", "redis-flushed", "label-flood"}
+                           "bad-model", "redis-flushed", "label-flood",
+                           "cluster-primary-kill", "cluster-reshard", "sentinel-primary-kill"}
 
 
 @pytest.mark.parametrize(

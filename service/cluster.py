@@ -367,12 +367,8 @@ class ClusterStore(RedisStore):
             await self._set_markers(marker, keys)
         return marker
 
-    async def complete_lineage(self) -> Lineage:
-        current = await self.lineage()
-        done = Lineage(current.generation, current.since, True) if current else None
-        done = done or Lineage.new(now=self.clock(), complete=True)
-        await self._set_markers(done, self._marker_keys())
-        return done
+    async def _write_marker(self, marker: Lineage) -> None:
+        await self._set_markers(marker, self._marker_keys())
 
     async def _set_markers(self, marker: Lineage, keys: list[str]) -> None:
         await self._markers([command("SET", key, marker.encode()) for key in keys])

@@ -286,11 +286,15 @@ class RedisStore:
         current = await self.lineage()
         done = Lineage(current.generation, current.since, True) if current else None
         done = done or Lineage.new(now=self.clock(), complete=True)
+        await self._write_marker(done)
+        return done
+
+    async def _write_marker(self, marker: Lineage) -> None:
+        """Write the marker wherever it is kept (here one key; a cluster: every slot)."""
         try:
-            await self.redis.set(self.keys.lineage, done.encode())
+            await self.redis.set(self.keys.lineage, marker.encode())
         except REDIS_FAULTS as exc:
             raise unavailable(exc) from exc
-        return done
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:
         """Undo the recording of transactions that got no decision (one round trip)."""

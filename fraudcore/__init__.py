@@ -15,7 +15,14 @@ from fraudcore.errors import (
     ModelError,
     ModelIntegrityError,
 )
-from fraudcore.events import LabelEvent, Limits, Transaction, parse_label, parse_transaction
+from fraudcore.events import (
+    CHANNELS,
+    LabelEvent,
+    Limits,
+    Transaction,
+    parse_label,
+    parse_transaction,
+)
 from fraudcore.features import (
     FEATURE_NAMES,
     SPEC,
@@ -32,6 +39,7 @@ __all__ = [
     "FEATURE_NAMES",
     "SPEC",
     "Action",
+    "CHANNELS",
     "CardHistory",
     "DuplicateConflict",
     "FeatureSpec",

@@ -17,6 +17,7 @@ from typing import Any
 from fraudcore.errors import InvalidEvent, InvalidLabel, InvalidTransaction
 
 __all__ = [
+    "CHANNELS",
     "LIMITS",
     "LabelEvent",
     "Limits",
@@ -34,16 +35,24 @@ class Limits:
     max_amount: float = 1_000_000.0
     min_year: int = 2000
     max_year: int = 2100
-    max_extra_fields: int = 32
+    max_extra_fields: int = 32  # fields beyond the five required, the optional ones included
 
 
 LIMITS = Limits()
+
+#: How a card was used, as the ``channel`` field names it.
+CHANNELS = ("card_present", "online", "moto", "atm")
 
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
     """A card payment. ``timestamp`` is timezone-aware; ``epoch`` is the same instant in
-    seconds. Fields beyond the required ones are kept in ``extra``."""
+    seconds.
+
+    The optional fields a payment system sends, for rules (the model does not read them;
+    ``None`` when not sent): ``currency`` (ISO 4217, upper case), ``mcc`` (the merchant
+    category code, ISO 18245, four digits), ``country`` (ISO 3166-1 alpha-2, upper case)
+    and ``channel`` (one of :data:`CHANNELS`). Any other field is kept in ``extra``."""
 
     transaction_id: str
     card_id: str
@@ -51,6 +60,10 @@ class Transaction:
     amount: float
     timestamp: datetime
     extra: Mapping[str, Any] = field(default_factory=dict)
+    currency: str | None = None
+    mcc: str | None = None
+    country: str | None = None
+    channel: str | None = None
     epoch: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +92,7 @@ class LabelEvent:
 
 _TX_FIELDS = ("transaction_id", "card_id", "terminal_id", "amount", "timestamp")
 _LABEL_FIELDS = (*_TX_FIELDS, "known_at")
+_OPTIONAL_FIELDS = ("currency", "mcc", "country", "channel")
 
 
 def parse_transaction(raw: object, *, limits: Limits = LIMITS) -> Transaction:
@@ -87,11 +101,12 @@ def parse_transaction(raw: object, *, limits: Limits = LIMITS) -> Transaction:
     Raises :class:`InvalidTransaction` naming the field and the reason.
     """
     obj = _require_object(raw, InvalidTransaction)
-    extra = {k: v for k, v in obj.items() if k not in _TX_FIELDS}
-    if len(extra) > limits.max_extra_fields:
+    beyond = len(obj) - sum(1 for name in _TX_FIELDS if name in obj)
+    if beyond > limits.max_extra_fields:
         raise InvalidTransaction(
-            f"too many extra fields ({len(extra)} > {limits.max_extra_fields})", field=None
+            f"too many extra fields ({beyond} > {limits.max_extra_fields})", field=None
         )
+    extra = {k: v for k, v in obj.items() if k not in _TX_FIELDS and k not in _OPTIONAL_FIELDS}
     return Transaction(
         transaction_id=_identifier(obj, "transaction_id", limits, InvalidTransaction),
         card_id=_identifier(obj, "card_id", limits, InvalidTransaction),
@@ -99,6 +114,10 @@ def parse_transaction(raw: object, *, limits: Limits = LIMITS) -> Transaction:
         amount=_amount(obj, limits, InvalidTransaction),
         timestamp=_timestamp(obj, "timestamp", limits, InvalidTransaction),
         extra=extra,
+        currency=_code(obj, "currency", 3, "an ISO 4217 currency code such as EUR"),
+        mcc=_mcc(obj),
+        country=_code(obj, "country", 2, "an ISO 3166-1 alpha-2 country code such as FR"),
+        channel=_channel(obj),
     )
 
 
@@ -152,6 +171,46 @@ def _identifier(
     if not text.isprintable():
         raise error(f"{name}: contains non-printable characters", field=name)
     return text
+
+
+def _optional(obj: Mapping[str, Any], name: str) -> Any:
+    """An optional field's value; ``None`` when it is missing or null."""
+    return obj.get(name)
+
+
+def _code(obj: Mapping[str, Any], name: str, length: int, what: str) -> str | None:
+    """A code of ``length`` ASCII letters, in upper case (sent in either case)."""
+    value = _optional(obj, name)
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) == length and value.isascii()
+            and value.isalpha()):
+        raise InvalidTransaction(f"{name}: expected {what}, got {value!r:.40}", field=name)
+    return value.upper()
+
+
+def _mcc(obj: Mapping[str, Any]) -> str | None:
+    """The merchant category code: four digits, as a string (an integer is zero-padded)."""
+    value = _optional(obj, "mcc")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9999:
+        return f"{value:04d}"
+    if isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit():
+        return value
+    raise InvalidTransaction(
+        f"mcc: expected a merchant category code of four digits such as \"5411\", got "
+        f"{value!r:.40}", field="mcc",
+    )
+
+
+def _channel(obj: Mapping[str, Any]) -> str | None:
+    value = _optional(obj, "channel")
+    if value is None or value in CHANNELS:
+        return value  # type: ignore[no-any-return]
+    raise InvalidTransaction(
+        f"channel: expected one of {', '.join(CHANNELS)}, got {value!r:.40}", field="channel"
+    )
 
 
 def _amount(obj: Mapping[str, Any], limits: Limits, error: type[InvalidEvent]) -> float:

@@ -296,7 +296,7 @@ def test_the_readme_tells_analysts_every_field_and_action() -> None:
     assert all(f"**{action}**" in section for action in ("allow", "approve", "review", "decline"))
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     ruleset = parse_rules(example.encode())
-    late_online = Transaction("t", "c", "T-1", 10.0, T, {"channel": "online"})
+    late_online = Transaction("t", "c", "T-1", 10.0, T, channel="online")
     row = list(ROW)
     row[FEATURE_NAMES.index("tx_count_by_card_1h")] = 3.0
     assert [r.id for r in ruleset.evaluate(late_online, row, 0.1).fired] == [

@@ -25,6 +25,8 @@ __all__ = [
     "REDIS_MAX_MEMORY",
     "REDIS_USED_MEMORY",
     "CAPPED",
+    "CHALLENGER_INFO",
+    "CHALLENGER_REFUSED",
     "DEGRADED",
     "PARTIAL_STATE",
     "STATE_LOST",
@@ -38,11 +40,14 @@ __all__ = [
     "MODEL_FAILURES",
     "MODEL_INFO",
     "MODEL_REFUSED",
+    "REASON_FAILURES",
     "RECORDED_LATE",
     "RULE_ERRORS",
     "RULE_HITS",
     "RULES_INFO",
     "RULES_REFUSED",
+    "SHADOW_DECISIONS",
+    "SHADOW_FAILURES",
     "STAGE_SECONDS",
     "STATE_UNAVAILABLE",
     "UNRECORDED_DROPPED",
@@ -150,6 +155,30 @@ MODEL_REFUSED = Gauge(
     "fraud_model_refused_info",
     "The last model version refused (value 1), and why",
     ["version", "reason"],
+)
+CHALLENGER_INFO = Gauge(
+    "fraud_challenger_info",
+    "The challenger scored in the shadow of the model (value 1; no series: none)",
+    ["version"],
+)
+CHALLENGER_REFUSED = Gauge(
+    "fraud_challenger_refused_info",
+    "The last challenger version refused (value 1; no series once one is served or none is "
+    "named), and why",
+    ["version", "reason"],
+)
+SHADOW_DECISIONS = Counter(
+    "fraud_shadow_decisions_total",
+    "Transactions the challenger scored, by the action decided and the challenger's",
+    ["action", "shadow_action"],
+)
+SHADOW_FAILURES = Counter(
+    "fraud_shadow_failures_total",
+    "Batches the challenger failed to score (decided without shadow, never held)",
+)
+REASON_FAILURES = Counter(
+    "fraud_reason_failures_total",
+    "Batches whose reasons failed to compute (decided without reasons, never held)",
 )
 RULES_INFO = Gauge(
     "fraud_rules_info", "The rules file in service (value 1; no series: no rules file)",

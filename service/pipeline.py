@@ -46,9 +46,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-import numpy as np
-
-from fraudcore import SPEC, CardHistory, TerminalHistory, Transaction, compute, decide
+from fraudcore import SPEC, CardHistory, TerminalHistory, Transaction, compute
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from service import metrics
 from service.backlog import MAX_UNRECORDED, Backlog
@@ -60,7 +58,7 @@ from service.ports import Answer, Models, Rules, Sink, StateStore
 from service.readiness import Readiness
 from service.records import DeadLetter, Decision, Message, decode_transaction
 from service.retry import Sleep, Unavailable, hold, retry
-from service.rules import apply_rules
+from service.scoring import score_batch
 
 __all__ = [
     "MAX_UNRECORDED",
@@ -404,31 +402,17 @@ class BatchPipeline:
         return decisions
 
     def _score(self, exchanged: _Exchanged) -> list[Decision]:
-        """One model call for the batch (one model, even across a swap), then the policy and
-        the rules (one rule set for the batch, too)."""
-        started = time.perf_counter()
-        model = self.models.model
-        scores = model.score(np.asarray(exchanged.rows, dtype=np.float32))
-        now = self.clock()
-        thresholds = model.info.thresholds
-        include = self.options.include_features
-        decisions = [
-            Decision(
-                tx,
-                score,
-                decide(score, thresholds),
-                model.version,
-                now,
-                duplicate=duplicate,
-                degraded=exchanged.degraded,
-                features=row if include else None,
-            )
-            for (tx, duplicate), score, row in zip(
-                exchanged.scored, scores.tolist(), exchanged.rows, strict=True
-            )
-        ]
-        metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
-        return apply_rules(self.rules, decisions, exchanged.rows)
+        """One model call for the batch (one model, even across a swap), then the policy,
+        the rules, the shadow and the reasons (:mod:`service.scoring`)."""
+        return score_batch(
+            self.models,
+            self.rules,
+            exchanged.rows,
+            exchanged.scored,
+            now=self.clock(),
+            degraded=exchanged.degraded,
+            include_features=self.options.include_features,
+        )
 
     async def _queue(self, result: BatchResult, record_times: Sequence[float]) -> Delivery:
         """Queue the batch's outputs on the sink: each decision (and its alert, unless it

@@ -123,10 +123,14 @@ class Sink(Protocol):
 
 
 class Models(Protocol):
-    """The model in service; read once per batch, so a swap never splits one."""
+    """The model in service and the challenger in its shadow (``None``: none); read once
+    per batch, so a swap never splits one."""
 
     @property
     def model(self) -> Model: ...
+
+    @property
+    def challenger(self) -> Model | None: ...
 
 
 class Rules(Protocol):

@@ -32,6 +32,8 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "Message",
+    "Reason",
+    "Shadow",
     "Source",
     "Where",
     "dead_letter",
@@ -105,10 +107,32 @@ def _instant(epoch: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Shadow:
+    """What the challenger (``models/challenger``) would have decided; it decides nothing."""
+
+    model_version: str
+    score: float
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One feature's part in a score: its value and its contribution (in the model's output
+    space: probability for a forest, log-odds for linear and boosted models)."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One transaction's decision. ``rules`` (the ids of the rules that fired, in file
     order) and ``rules_version`` are written only while a rules file is set
-    (``FRAUD_RULES_FILE``): both then, even when no rule fired; neither without one."""
+    (``FRAUD_RULES_FILE``): both then, even when no rule fired; neither without one.
+    ``reasons`` (the features that pushed the score up most) are written on decisions that
+    do not approve, when the model carries what explains it; ``shadow`` while a challenger
+    is set."""
 
     transaction: Transaction
     score: float
@@ -120,6 +144,8 @@ class Decision:
     features: Sequence[float] | None = None
     rules: tuple[str, ...] = ()
     rules_version: str | None = None
+    reasons: tuple[Reason, ...] | None = None
+    shadow: Shadow | None = None
 
     def to_json(self) -> bytes:
         tx = self.transaction
@@ -129,6 +155,17 @@ class Decision:
         if self.rules_version is not None:
             extra["rules"] = self.rules
             extra["rules_version"] = self.rules_version
+        if self.reasons is not None:
+            extra["reasons"] = [
+                {"feature": r.feature, "value": r.value, "contribution": round(r.contribution, 6)}
+                for r in self.reasons
+            ]
+        if self.shadow is not None:
+            extra["shadow"] = {
+                "model_version": self.shadow.model_version,
+                "score": round(self.shadow.score, 6),
+                "action": self.shadow.action,
+            }
         return orjson.dumps(
             {
                 "transaction_id": tx.transaction_id,

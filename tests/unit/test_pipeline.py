@@ -277,8 +277,11 @@ def test_the_fail_open_backlog_is_capped_and_what_it_drops_is_counted(models: Mo
     asyncio.run(decide(p, messages(*(tx(n) for n in range(5)))))
     assert p.unrecorded == 3
     assert metric("fraud_unrecorded_dropped_total") - dropped == 2
+    recorded = metric("fraud_recorded_late_total")
     store.down = False
     asyncio.run(decide(p, messages(tx(9))))
+    assert metric("fraud_recorded_late_total") - recorded == 3
+    assert p.unrecorded == 0
     # the newest three were kept and recorded, the two oldest never
     assert store.state.cards["card-1"].get("tx-0") is None
     assert store.state.cards["card-1"].get("tx-2") is not None
@@ -332,6 +335,7 @@ def test_a_model_that_fails_at_run_time_holds_the_batch_until_a_model_scores_it(
     @dataclass
     class SwappedModels:
         model: Model
+        challenger: Model | None = None
 
     serving = SwappedModels(Model(models.model.info, Broken()))
     faults_seen: list[dict[str, str]] = []

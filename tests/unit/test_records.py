@@ -22,7 +22,7 @@ from service.records import (
 
 TX_JSON = (
     b'{"transaction_id":"tx-9","card_id":1234,"terminal_id":"T-1","amount":19.99,'
-    b'"timestamp":"2024-05-17T14:30:00+02:00","channel":"web"}'
+    b'"timestamp":"2024-05-17T14:30:00+02:00","device":"web"}'
 )
 LABEL_JSON = (
     b'{"transaction_id":"tx-9","card_id":"1234","terminal_id":"T-1","amount":19.99,'
@@ -42,7 +42,7 @@ def test_decode_transaction() -> None:
         19.99,
     )
     assert tx.timestamp == datetime(2024, 5, 17, 12, 30, tzinfo=UTC)
-    assert dict(tx.extra) == {"channel": "web"}
+    assert dict(tx.extra) == {"device": "web"}
 
 
 def test_decode_label() -> None:

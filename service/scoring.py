@@ -1,0 +1,166 @@
+"""A batch's scores and what follows from them, in one place::
+
+    feature rows ─► model ─► policy ─► rules ─┬─► decisions
+                                              ├─► the challenger's shadow (while one is set)
+                                              └─► reasons (decisions that do not approve)
+
+:func:`score_batch` reads the model, the challenger and the rules once for the batch, so a
+swap never splits one. Only the model can hold a batch: it raises and the pipeline scores
+the batch again. The challenger and the reasons inform and never decide, so a failure of
+either is counted (``fraud_shadow_failures_total``, ``fraud_reason_failures_total``),
+logged once per model version, and the batch is decided without them.
+
+**The shadow** is what the decision would have been with the challenger in the model's
+place: its score against its own thresholds, then the same rules (evaluated again on the
+challenger's score when the rules read ``score``; otherwise those that fired). It never
+changes ``action``; ``fraud_shadow_decisions_total{action, shadow_action}`` counts both.
+
+**Reasons** are computed only for the decisions that do not approve (the approve path pays
+nothing): the model's contributions (:mod:`service.reasons`, what the model's artifact
+carries), and the :data:`REASONS` features that pushed the score up most.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from fraudcore import FEATURE_NAMES, Transaction, decide
+from fraudrules import combine
+from service import metrics
+from service.model import Model
+from service.ports import Models, Rules
+from service.records import Decision, Reason, Shadow
+from service.rules import apply_rules
+
+__all__ = ["REASONS", "score_batch", "top_reasons"]
+
+log = logging.getLogger(__name__)
+
+#: Features named in a decision's ``reasons``.
+REASONS = 3
+_logged: set[tuple[str, str]] = set()  # (what failed, model version): logged once
+
+
+def score_batch(
+    models: Models,
+    rules: Rules | None,
+    rows: Sequence[Sequence[float]],
+    scored: Sequence[tuple[Transaction, bool]],
+    *,
+    now: float,
+    degraded: bool,
+    include_features: bool,
+) -> list[Decision]:
+    """The decisions of a batch: ``rows`` its feature vectors, ``scored`` its transactions
+    (each with whether it is a duplicate), in the same order."""
+    started = time.perf_counter()
+    model = models.model
+    matrix = np.asarray(rows, dtype=np.float32)
+    scores = model.score(matrix)
+    thresholds = model.info.thresholds
+    decisions = [
+        Decision(
+            tx,
+            score,
+            decide(score, thresholds),
+            model.version,
+            now,
+            duplicate=duplicate,
+            degraded=degraded,
+            features=row if include_features else None,
+        )
+        for (tx, duplicate), score, row in zip(scored, scores.tolist(), rows, strict=True)
+    ]
+    metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
+    decisions = apply_rules(rules, decisions, rows)
+    challenger = models.challenger
+    if challenger is not None:
+        decisions = _shadowed(challenger, rules, decisions, matrix, rows)
+    return _explained(model, decisions, matrix, rows)
+
+
+def _shadowed(
+    challenger: Model,
+    holder: Rules | None,
+    decisions: list[Decision],
+    matrix: np.ndarray,
+    rows: Sequence[Sequence[float]],
+) -> list[Decision]:
+    started = time.perf_counter()
+    try:
+        scores = challenger.score(matrix).tolist()
+    except Exception as exc:  # noqa: BLE001 - the challenger never holds the stream
+        _failed("shadow", challenger.version, exc)
+        metrics.SHADOW_FAILURES.inc()
+        return decisions
+    ruleset = holder.rules if holder is not None else None  # the batch's (no await since)
+    rescore = ruleset is not None and any(f.name == "score" for f in ruleset.fields)
+    actions = {rule.id: rule.action for rule in ruleset.rules} if ruleset is not None else {}
+    thresholds = challenger.info.thresholds
+    shadowed = []
+    for decision, score, row in zip(decisions, scores, rows, strict=True):
+        action = decide(score, thresholds)
+        if ruleset is not None:
+            fired = (
+                [rule.action for rule in ruleset.evaluate(decision.transaction, row, score).fired]
+                if rescore
+                else [actions[rule_id] for rule_id in decision.rules]
+            )
+            action = combine(action, fired)
+        metrics.SHADOW_DECISIONS.labels(decision.action, action).inc()
+        shadowed.append(replace(decision, shadow=Shadow(challenger.version, score, action)))
+    metrics.STAGE_SECONDS.labels("shadow").observe(time.perf_counter() - started)
+    return shadowed
+
+
+def _explained(
+    model: Model,
+    decisions: list[Decision],
+    matrix: np.ndarray,
+    rows: Sequence[Sequence[float]],
+) -> list[Decision]:
+    explainer = model.explainer
+    wanted = [i for i, decision in enumerate(decisions) if decision.action != "approve"]
+    if explainer is None or not wanted:
+        return decisions
+    started = time.perf_counter()
+    try:
+        contributions = explainer.explain(matrix[wanted])
+    except Exception as exc:  # noqa: BLE001 - reasons never hold the stream
+        _failed("reasons", model.version, exc)
+        metrics.REASON_FAILURES.inc()
+        return decisions
+    explained = list(decisions)
+    for row, i in zip(contributions, wanted, strict=True):
+        explained[i] = replace(decisions[i], reasons=top_reasons(row, rows[i]))
+    metrics.STAGE_SECONDS.labels("reasons").observe(time.perf_counter() - started)
+    return explained
+
+
+def top_reasons(
+    contributions: np.ndarray, features: Sequence[float], k: int = REASONS
+) -> tuple[Reason, ...]:
+    """The ``k`` features whose contributions are the largest above zero (towards fraud),
+    largest first; fewer when fewer push the score up."""
+    order = np.argsort(-contributions, kind="stable")[:k]
+    return tuple(
+        Reason(FEATURE_NAMES[i], float(features[i]), float(contributions[i]))
+        for i in order
+        if contributions[i] > 0.0
+    )
+
+
+def _failed(what: str, version: str, exc: Exception) -> None:
+    if (what, version) in _logged:
+        return
+    _logged.add((what, version))
+    log.error(
+        "the %s of model %s failed; deciding without them (logged once per model version; "
+        "counted in fraud_%s_failures_total): %r",
+        what, version, "shadow" if what == "shadow" else "reason", exc,
+    )

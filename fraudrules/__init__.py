@@ -25,7 +25,9 @@ decision also names the rules version, the start of the SHA-256 of the file's by
 
 A rule reads the fields of :data:`~fraudrules.fields.FIELDS`: the transaction's
 (``amount``, ``terminal_id``, ``hour``, ``extra.channel``, ...), every feature by its name,
-and the model's ``score``. A file that does not load or compile raises
+and the model's ``score``; and the lists the file declares, as ``card_id in blocked_cards``
+(:mod:`fraudrules.ruleset`: the caller hands over, per batch, each list's membership; the
+service keeps them in Redis, docs/lists.md). A file that does not load or compile raises
 :class:`RulesError` naming the rule and the position; a rule that fails on one transaction
 at run time does not fire (:attr:`Evaluation.failed`).
 """
@@ -35,18 +37,31 @@ from __future__ import annotations
 from fraudrules.errors import RulesError
 from fraudrules.fields import FIELDS, Field
 from fraudrules.precedence import ACTIONS, RuleAction, combine
-from fraudrules.ruleset import Evaluation, Rule, RuleSet, load_rules, parse_rules, version_of
+from fraudrules.ruleset import (
+    Evaluation,
+    Lists,
+    ListUse,
+    Rule,
+    RuleSet,
+    list_text,
+    load_rules,
+    parse_rules,
+    version_of,
+)
 
 __all__ = [
     "ACTIONS",
     "FIELDS",
     "Evaluation",
     "Field",
+    "ListUse",
+    "Lists",
     "Rule",
     "RuleAction",
     "RuleSet",
     "RulesError",
     "combine",
+    "list_text",
     "load_rules",
     "parse_rules",
     "version_of",

@@ -2,11 +2,24 @@
 
 ::
 
+    lists:                          # optional: the lists the rules may name
+      blocked_cards: card_id        # a list's name, and the field whose values it holds
     rules:
       - id: big-amount              # letters, digits, - _ . : (at most 64): in metrics
         when: amount > 5000         # a CEL expression that is true or false
         action: decline             # allow, approve, review or decline
         description: optional text
+      - id: blocked-card
+        when: card_id in blocked_cards
+        action: decline
+
+A list holds values of one field: a text field of the table (``card_id``, ``terminal_id``)
+or a key of ``extra`` (``extra.country``). A rule names it only as ``<its field> in
+<list>``: per transaction the list's variable is ``[the field's value]`` when that value is
+listed, else ``[]`` (the contents, kept by the service, are never handed to CEL), so
+membership is always of the declared field's value, and another form is refused. A
+value is matched by its text (an ``extra`` number by its decimal digits); other kinds of
+value are never listed.
 
 A file is refused whole (:class:`RulesError`, naming the rule and the file position) when
 it is not YAML, has another shape, an unknown key, a missing or duplicate id, an unknown
@@ -22,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -32,13 +45,17 @@ import yaml
 
 from fraudcore import Transaction
 from fraudrules.errors import RulesError
-from fraudrules.fields import FIELDS, Field
+from fraudrules.fields import FIELDS, Field, Getter
 from fraudrules.precedence import ACTIONS, RuleAction
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "list_text",
     "MAX_RULES",
+    "MAX_LISTS",
     "Evaluation",
+    "ListUse",
+    "Lists",
     "Rule",
     "RuleSet",
     "load_rules",
@@ -49,6 +66,17 @@ __all__ = [
 MAX_FILE_BYTES = 1024 * 1024
 MAX_RULES = 1000
 MAX_EXPRESSION = 4000  # characters of one `when`
+MAX_LISTS = 100
+_LIST_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_EXTRA_KEY = re.compile(r"extra\.([A-Za-z_][A-Za-z0-9_]{0,63})")
+_CEL_WORDS = frozenset({
+    "in", "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let",
+    "loop", "package", "namespace", "return", "var", "void", "while", "true", "false", "null",
+    "has", "all", "exists", "exists_one", "map", "filter", "size", "int", "uint", "double",
+    "string", "bool", "bytes", "list", "type", "timestamp", "duration", "dyn",
+})
+#: A list's contents, by name, for one batch: ``value in lists[name]``.
+Lists = Mapping[str, Container[str]]
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _KEYS = ("id", "when", "action", "description")
 _CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
@@ -67,6 +95,26 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class ListUse:
+    """A list the rules name: the field whose values it holds (``card_id``,
+    ``extra.country``) and the getter of that field's raw value in a transaction."""
+
+    name: str
+    path: str
+    get: Getter = field(repr=False, compare=False)
+
+
+def list_text(value: Any) -> str | None:
+    """The text a list holds for a field's value: a text as it is, a whole number (not a
+    boolean) in decimal digits; ``None`` (never listed) for anything else or ``''``."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """What the rules said about one transaction: those that fired, in file order, and
     those that failed with the reason (they did not fire)."""
@@ -77,25 +125,41 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Compiled rules, the hash of the file they came from, and the fields they read."""
+    """Compiled rules, the hash of the file they came from, the fields they read, the lists
+    the file declares (name -> field) and those the rules name."""
 
     version: str
     rules: tuple[Rule, ...]
     source: str = "<rules>"
     fields: tuple[Field, ...] = ()  # those the rules name, built for each transaction
+    lists: Mapping[str, str] = field(default_factory=dict)
+    uses: tuple[ListUse, ...] = ()
 
-    def variables(self, tx: Transaction, features: Sequence[float], score: float) -> dict[
-        str, Any
-    ]:
-        return {f.name: f.get(tx, features, score) for f in self.fields}
+    def variables(
+        self, tx: Transaction, features: Sequence[float], score: float, lists: Lists | None = None
+    ) -> dict[str, Any]:
+        found = {f.name: f.get(tx, features, score) for f in self.fields}
+        if not self.uses:
+            return found
+        if lists is None:
+            raise ValueError(f"the rules read lists ({', '.join(u.name for u in self.uses)}): "
+                             "pass their contents (lists=)")
+        for use in self.uses:
+            raw = use.get(tx, features, score)
+            text = list_text(raw)
+            found[use.name] = [raw] if text is not None and text in lists[use.name] else []
+        return found
 
-    def evaluate(self, tx: Transaction, features: Sequence[float], score: float) -> Evaluation:
+    def evaluate(
+        self, tx: Transaction, features: Sequence[float], score: float, lists: Lists | None = None
+    ) -> Evaluation:
         """Every rule on one transaction (its features in ``FEATURE_NAMES`` order, its
-        score)."""
+        score; ``lists``: the contents of the lists the rules name, by name)."""
         if not self.rules:
             return Evaluation()
+        variables = self.variables(tx, features, score, lists)
         try:
-            context = cel.Context(variables=self.variables(tx, features, score))
+            context = cel.Context(variables=variables)
         except Exception as exc:  # noqa: BLE001 - the library's conversion errors are not one type
             reason = f"the transaction's fields cannot be given to the rules: {_reason(exc)}"
             return Evaluation((), tuple((rule, reason) for rule in self.rules))
@@ -163,6 +227,8 @@ def parse_rules(
         rules=rules,
         source=source,
         fields=tuple(f for name, f in fields.items() if name in used),
+        lists=dict(reader.lists),
+        uses=tuple(reader.use(name) for name in reader.lists if name in used),
     )
 
 
@@ -174,6 +240,7 @@ class _Reader:
         self.lines = lines
         self.fields = fields
         self.names: dict[str, tuple[str, ...]] = {}
+        self.lists: dict[str, str] = {}  # declared: name -> field
 
     def fail(self, node: Any, message: str, *, rule: str | None = None,
              line: int | None = None, column: int | None = None) -> RulesError:
@@ -188,8 +255,11 @@ class _Reader:
             return ()  # an empty file: no rules
         top = self._mapping(document, "the file must be a mapping with a `rules` list")
         for key in top:
-            if key != "rules":
-                raise self.fail(top[key][0], f"unknown key {key!r} (the file has only `rules`)")
+            if key not in ("lists", "rules"):
+                raise self.fail(top[key][0], f"unknown key {key!r} (the file has `lists` and "
+                                "`rules`)")
+        if "lists" in top:
+            self._lists(top["lists"][1])
         if "rules" not in top:
             raise self.fail(document, "no `rules` list")
         listed = top["rules"][1]
@@ -209,6 +279,33 @@ class _Reader:
             seen[rule.id] = rule.line
             rules.append(rule)
         return tuple(rules)
+
+    def _lists(self, node: Any) -> None:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return
+        declared = self._mapping(node, "`lists` must be a mapping of list names to fields "
+                                 "(blocked_cards: card_id)")
+        if len(declared) > MAX_LISTS:
+            raise self.fail(node, f"more than {MAX_LISTS} lists")
+        for name, (key, value) in declared.items():
+            if not _LIST_NAME.fullmatch(name) or name in _CEL_WORDS or name in self.fields:
+                raise self.fail(key, f"list name {name!r} must be 1-64 lower-case letters, "
+                                "digits or _ (starting with a letter), and not a field's name "
+                                "or a word of CEL")
+            path = value.value if isinstance(value, yaml.ScalarNode) else None
+            known = self.fields.get(path or "")
+            if not (known is not None and known.type == "string"
+                    or _EXTRA_KEY.fullmatch(path or "") and "extra" in self.fields):
+                raise self.fail(value, f"list {name!r}: the field must be a text field of "
+                                "the transaction (card_id, terminal_id, ...) or extra.<key>")
+            self.lists[name] = cast("str", path)
+
+    def use(self, name: str) -> ListUse:
+        path = self.lists[name]
+        if path in self.fields:
+            return ListUse(name, path, self.fields[path].get)
+        key = path.split(".", 1)[1]
+        return ListUse(name, path, lambda tx, row, score: tx.extra.get(key))
 
     def _mapping(self, node: Any, message: str) -> dict[str, tuple[Any, Any]]:
         if not isinstance(node, yaml.MappingNode):
@@ -278,6 +375,10 @@ class _Reader:
         macro (``list.exists(x, ...)``) is refused where it first appears."""
         names = []
         for name in program.variables():
+            if name in self.lists:
+                self._list_form(when, name, node, rule)
+                names.append(name)
+                continue
             if name in self.fields:
                 names.append(name)
                 continue
@@ -286,8 +387,24 @@ class _Reader:
                 continue
             line, column = _first_use(when, name)
             raise self._at(node, when, line, column, f"unknown name {name!r} (the fields are "
-                           "listed in the README, under Writing a rule)", rule)
+                           "listed in the README, under Writing a rule; a list is declared "
+                           "under `lists:`, docs/lists.md)", rule)
         return tuple(names)
+
+    def _list_form(self, when: str, name: str, node: Any, rule: str) -> None:
+        """A list is named only as ``<its field> in <list>`` (its variable holds the
+        transaction's own value of that field, or nothing)."""
+        path = self.lists[name]
+        blanked = _STRING_LITERAL.sub(lambda m: " " * len(m.group()), when)
+        before = re.compile(rf"(?<![\w.]){re.escape(path)}\s+in\s+$")
+        for found in re.finditer(rf"(?<![\w.]){re.escape(name)}\b", blanked):
+            after = blanked[found.end():].lstrip()[:1]
+            if before.search(blanked[: found.start()]) and after not in (".", "[", "("):
+                continue
+            head = when[: found.start()]
+            line, column = head.count("\n") + 1, found.start() - (head.rfind("\n") + 1) + 1
+            raise self._at(node, when, line, column, f"list {name!r} holds {path} values: "
+                           f"name it as `{path} in {name}`", rule)
 
     def _probe(self, program: cel.Program, names: tuple[str, ...], node: Any, rule: str) -> None:
         """Evaluate on two test transactions of extreme values (zeros and empty texts;
@@ -297,7 +414,8 @@ class _Reader:
         are left to run time, where the rule then does not fire."""
         type_errors: list[Exception] = []
         for probe in (0, 1):
-            variables = {name: self.fields[name].probes[probe] for name in names}
+            variables = {name: ([], ["probe"])[probe] if name in self.lists
+                         else self.fields[name].probes[probe] for name in names}
             try:
                 result = program.execute(cel.Context(variables=variables))
             except TypeError as exc:

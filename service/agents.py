@@ -5,6 +5,11 @@
 - labels: a Faust agent feeds :meth:`BatchPipeline.labels`. Faust acknowledges a taken
   batch as soon as the loop asks for the next one, even when the body raised; the pipeline
   returns only once every dead letter is acknowledged and never raises for a batch;
+- while a rules file is set, the allow and block lists: a Faust agent feeds the changes of
+  ``FRAUD_TOPIC_LISTS`` to :meth:`ListChanges.apply` (as the labels'), a timer reads the
+  changed lists again every ``FRAUD_LISTS_POLL_SECONDS``, and under
+  ``FRAUD_FAIL_POLICY=hold`` no batch of transactions is decided before the lists were
+  read once (:mod:`service.lists`);
 - a timer looks for a new model between batches, one for a changed rules file
   (``FRAUD_RULES_POLL_SECONDS``), another reads Redis' memory every 15 s
   (``fraud_redis_used_memory_bytes``); a task freezes the startup objects.
@@ -25,8 +30,10 @@ from mode import ServiceT
 
 from service import metrics
 from service.consumer import BatchConsumer
+from service.delivery import Delivery
 from service.gc_freeze import freeze_startup_objects
 from service.kafka import kafka_client_options
+from service.list_changes import ListChanges
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline
 from service.records import Message, Source
@@ -55,12 +62,21 @@ def wire(
     pipeline: BatchPipeline,
     models: ModelHolder,
     rules: RulesHolder | None = None,
+    changes: ListChanges | None = None,
 ) -> None:
-    """Attach the consumers, the labels agent, the model and rules timers and the GC task to
-    ``app``."""
+    """Attach the consumers, the labels agent (and the lists' one, with ``changes``), the
+    model, rules and lists timers and the GC task to ``app``."""
+    lists = rules.lists if rules is not None else None
+
+    async def decide(batch: list[Message], record_times: Sequence[float]) -> Delivery:
+        if lists is not None and settings.fail_policy == "hold":
+            # No decision before the lists are known: a blocked card would pass.
+            await lists.ready(max_delay=settings.retry_max_seconds)
+        return await pipeline.transactions(batch, record_times)
+
     consumer = BatchConsumer(
         settings.topic_transactions,
-        pipeline.transactions,
+        decide,
         batch_size=settings.batch_size,
         commit_interval=settings.commit_interval_seconds,
         group_id=settings.app_id,
@@ -119,6 +135,17 @@ def wire(
             metrics.REDIS_USED_MEMORY.labels(node).set(used)
             metrics.REDIS_MAX_MEMORY.labels(node).set(limit)
 
+    async def refresh_lists() -> None:
+        if lists is not None:
+            await lists.refresh()
+
+    async def apply_list_changes(stream: faust.StreamT[bytes]) -> None:
+        assert changes is not None  # noqa: S101 - only wired with it
+        async for events in cast("faust.Stream[bytes]", stream).take_events(
+            settings.batch_size, within=settings.batch_wait_seconds
+        ):
+            await changes.apply(_messages(events))
+
     reported: set[TP] = set()
 
     async def labels_lag() -> None:
@@ -139,6 +166,14 @@ def wire(
             log.debug("could not read the labels' lag: %r", exc)
 
     app.agent(labels, name="record_labels")(record_labels)
+    if changes is not None:
+        list_changes = app.topic(
+            settings.topic_lists, key_type=bytes, value_type=bytes,
+            partitions=settings.partitions,
+        )
+        app.agent(list_changes, name="apply_list_changes")(apply_list_changes)
+    if lists is not None:
+        app.timer(interval=settings.lists_poll_seconds)(refresh_lists)
     app.timer(interval=settings.model_poll_seconds)(refresh_model)
     app.timer(interval=settings.rules_poll_seconds)(refresh_rules)
     app.timer(interval=15.0)(redis_memory)

@@ -1,7 +1,8 @@
 """Building the worker: settings in, a Faust app with its parts wired out.
 
 Nothing happens at import. :func:`build_worker` makes the app, the Redis client and store,
-the model holder and the :class:`~service.pipeline.BatchPipeline`, and hands them to
+the model holder, the :class:`~service.pipeline.BatchPipeline` and, while a rules file is
+set, the allow and block lists (:mod:`service.lists`), and hands them to
 :func:`service.agents.wire` and :func:`service.web.add_pages`. :func:`main`
 (``fraud-worker``, ``python -m service``) reads the settings, builds, logs the model and
 the settings (no secret), and runs Faust's worker command; a start-up failure is one clear
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, NoReturn
 
 import faust
@@ -22,7 +24,11 @@ from fraudcore.errors import ModelError
 from fraudrules import RulesError
 from service import logs, redaction, usage
 from service.agents import wire
+from service.delivery import send_until_acknowledged
 from service.kafka import faust_broker_options
+from service.list_changes import ListChanges
+from service.list_store import RedisLists
+from service.lists import ListsHolder
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline, Options, OutputTopics
 from service.rules import RulesHolder
@@ -83,6 +89,8 @@ class Worker:
     store: RedisStore
     pipeline: BatchPipeline
     rules: RulesHolder
+    lists: ListsHolder | None = None  # with a rules file
+    changes: ListChanges | None = None
 
 
 def build_worker(s: Settings) -> Worker:
@@ -119,12 +127,32 @@ def build_worker(s: Settings) -> Worker:
         ),
         rules=rules,
     )
-    wire(app, settings=s, pipeline=pipeline, models=models, rules=rules)
+    lists, changes = _lists(s, store, pipeline, rules) if s.rules_file else (None, None)
+    wire(app, settings=s, pipeline=pipeline, models=models, rules=rules, changes=changes)
     add_pages(
         app, store=store, models=models, readiness=pipeline.readiness, lineage=pipeline.lineage,
         rules=rules,
     )
-    return Worker(s, app, models, store, pipeline, rules)
+    return Worker(s, app, models, store, pipeline, rules, lists, changes)
+
+
+def _lists(
+    s: Settings, store: RedisStore, pipeline: BatchPipeline, rules: RulesHolder
+) -> tuple[ListsHolder, ListChanges]:
+    """The allow and block lists the rules read, on the state's Redis, and the path of
+    their changes."""
+    source = RedisLists(store.redis, keys=store.keys, max_entries=s.lists_max_entries)
+    lists = ListsHolder(source, card_tag=store.card_tag, readiness=pipeline.readiness)
+    rules.lists = lists
+    deliver = partial(
+        send_until_acknowledged, pipeline.sink, max_delay=s.retry_max_seconds,
+        readiness=pipeline.readiness,
+    )
+    changes = ListChanges(
+        source, rules, deliver=deliver, dlq=s.topic_dlq, readiness=pipeline.readiness,
+        miskeyed=s.miskeyed_policy, retry_max_seconds=s.retry_max_seconds,
+    )
+    return lists, changes
 
 
 def _refuse(reason: str, log_format: Literal["text", "json"]) -> NoReturn:

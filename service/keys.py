@@ -17,6 +17,16 @@ Keys (``P`` = prefix and feature-spec version, e.g. ``fraud:v1``)::
     P:lineage:{<slot tag>}         STRING the same, on a Redis Cluster: one in every slot,
                                           so each shard holds its own (service.cluster)
 
+The analysts' allow and block lists (:mod:`service.list_store`) are not feature state: their
+keys carry the prefix alone (``R`` = prefix, e.g. ``fraud``), so a new feature spec keeps
+them::
+
+    R:list:{<name>}                HASH  value (a card list: the card's keyed hash) -> expiry
+                                         (Unix seconds; 0: none)
+    R:list:{<name>}:why            HASH  the same -> why it was listed (JSON: reason, by, at)
+    R:list:{<name>}:meta           HASH  field -> the field it holds; version -> its counter
+    R:lists                        SET   the names of the lists ever changed
+
 Each key carries a hash tag (``{...}``): a card's, a terminal's or an id's keys share one
 slot, so every script call stays on one shard of a Redis Cluster. Card ids appear only as
 keyed hashes (HMAC-SHA256 under the card key secret). The terminal tag is the terminal id
@@ -36,7 +46,7 @@ from dataclasses import dataclass
 
 from fraudcore import SPEC, FeatureSpec
 
-__all__ = ["CardKeys", "KeyLayout", "TerminalKeys", "terminal_tag"]
+__all__ = ["CardKeys", "KeyLayout", "ListKeys", "TerminalKeys", "terminal_tag"]
 
 _ESCAPE = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -60,6 +70,13 @@ class TerminalKeys:
     known: str
 
 
+@dataclass(frozen=True, slots=True)
+class ListKeys:
+    entries: str
+    why: str
+    meta: str
+
+
 class KeyLayout:
     """Key names under one prefix and feature-spec version."""
 
@@ -69,6 +86,7 @@ class KeyLayout:
                 f"the Redis key prefix {prefix!r} holds a brace: on a Redis Cluster every key "
                 "would hash to one slot (one shard); use a prefix without braces"
             )
+        self.prefix = prefix
         self.root = f"{prefix}:v{spec.version}"
         self._secret = card_key_secret
         # The HMAC was ~8 % of a transaction's cost; active cards come back often.
@@ -96,6 +114,16 @@ class KeyLayout:
     def slot_lineage(self, tag: str) -> str:
         """The marker in the slot of ``tag`` (a Redis Cluster keeps one in every slot)."""
         return f"{self.root}:lineage:{{{tag}}}"
+
+    def list_keys(self, name: str) -> ListKeys:
+        """An allow or block list's keys (``name``: lower-case letters, digits, ``_``)."""
+        base = f"{self.prefix}:list:{{{name}}}"
+        return ListKeys(base, f"{base}:why", f"{base}:meta")
+
+    @property
+    def lists(self) -> str:
+        """The set of the names of the lists ever changed."""
+        return f"{self.prefix}:lists"
 
     def pattern(self, kind: str = "*") -> str:
         """A ``SCAN MATCH`` pattern: ``"card"``, ``"t"`` or ``"id"`` keys, or every key."""

@@ -37,6 +37,8 @@ __all__ = [
     "GC_PAUSES",
     "LABELS",
     "LABELS_WAITING",
+    "LIST_CHANGES",
+    "LIST_ENTRIES",
     "MODEL_FAILURES",
     "MODEL_INFO",
     "MODEL_REFUSED",
@@ -196,6 +198,17 @@ RULE_ERRORS = Counter(
     "fraud_rule_errors_total",
     "Transactions on which a rule failed to evaluate (it did not fire), by rule id",
     ["rule"],
+)
+LIST_ENTRIES = Gauge(
+    "fraud_list_entries",
+    "Entries of an allow or block list in this worker's memory, not expired, by list",
+    ["list"],
+)
+LIST_CHANGES = Counter(
+    "fraud_list_changes_total",
+    "List changes this worker applied to Redis from the lists topic, by list and op (add, "
+    "remove; applying the same change again counts again)",
+    ["list", "op"],
 )
 MODEL_FAILURES = Counter(
     "fraud_model_failures_total", "Batches the model failed to score (held and tried again)"

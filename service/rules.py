@@ -15,8 +15,10 @@ precedence).
   is shown until the file holds rules that are served (new ones, or the served ones again).
 
 :func:`apply_rules` evaluates the rules of one batch (one rule set for the whole batch,
-even across a swap), counts ``fraud_rule_hits_total`` and ``fraud_rule_errors_total`` per
-rule, and logs a rule's first failure per rules version (never the card id).
+even across a swap, and one state of the lists: :mod:`service.lists`), counts
+``fraud_rule_hits_total`` and ``fraud_rule_errors_total`` per rule, and logs a rule's first
+failure per rules version (never the card id). Decisions whose rules read lists that may be
+out of date (the last read from Redis failed) are marked degraded.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fraudrules import RulesError, RuleSet, combine, parse_rules, version_of
+from fraudrules import Lists, RulesError, RuleSet, combine, parse_rules, version_of
 from fraudrules.ruleset import MAX_FILE_BYTES
 from service import metrics
+from service.lists import ListsHolder
 from service.ports import Rules
 from service.records import Decision
 
@@ -60,11 +63,19 @@ def _describe(rules: RuleSet | None) -> str:
 class RulesHolder:
     """The rules in service, and the check for a changed file."""
 
-    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        lists: ListsHolder | None = None,
+    ) -> None:
         """Load ``path`` (``None``: no rules); :class:`~fraudrules.RulesError` if it
-        cannot be used."""
+        cannot be used. ``lists``: the allow and block lists the rules read (without them,
+        every list is empty and the decisions of rules that read one are degraded)."""
         self.path = path
         self.clock = clock
+        self.lists = lists
         self.rules: RuleSet | None = None
         self.refused: Refusal | None = None
         self._refused_version: str | None = None
@@ -140,12 +151,19 @@ def apply_rules(
     if holder is None or rules is None:
         return decisions
     started = time.perf_counter()
+    lists = holder.lists if isinstance(holder, RulesHolder) else None
+    lookups: Lists | None = None
+    stale = False
+    if rules.uses and lists is None:
+        lookups, stale = {use.name: frozenset[str]() for use in rules.uses}, True
+    elif rules.uses and lists is not None:
+        lookups, stale = lists.lookups(rules), lists.stale
     hits: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     first: dict[str, tuple[str, str]] = {}  # rule id -> its first failure in the batch
     decided = []
     for decision, row in zip(decisions, rows, strict=True):
-        evaluation = rules.evaluate(decision.transaction, row, decision.score)
+        evaluation = rules.evaluate(decision.transaction, row, decision.score, lookups)
         fired = evaluation.fired
         for rule in fired:
             hits[rule.id] += 1
@@ -153,15 +171,10 @@ def apply_rules(
             errors[rule.id] += 1
             first.setdefault(rule.id, (decision.transaction.transaction_id, reason))
         decided.append(
-            Decision(
-                decision.transaction,
-                decision.score,
-                combine(decision.action, [rule.action for rule in fired]),
-                decision.model_version,
-                decision.decided_at,
-                duplicate=decision.duplicate,
-                degraded=decision.degraded,
-                features=decision.features,
+            replace(  # every other field of the decision kept as it is
+                decision,
+                action=combine(decision.action, [rule.action for rule in fired]),
+                degraded=decision.degraded or stale,
                 rules=tuple(rule.id for rule in fired),
                 rules_version=rules.version,
             )

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     topic_dlq: str = Field(
         "transactions-dlq", description="dead letters: the records refused, with the reason"
     )
+    topic_lists: str = Field(
+        "fraud-lists",
+        description="changes of the allow and block lists (key: the list's name; read while a "
+        "rules file is set; docs/lists.md)",
+    )
     partitions: int = Field(4, ge=1, description="partitions of the topics, as created")
 
     model_dir: Path = Field(
@@ -106,6 +111,18 @@ class Settings(BaseSettings):
     )
     rules_poll_seconds: float = Field(
         5.0, gt=0, description="how often to look for a changed rules file"
+    )
+    lists_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often each worker looks in Redis for changed allow and block lists: "
+        "every worker decides on a change within this",
+    )
+    lists_max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="most entries of one list (every worker holds every list in memory): an "
+        "add to a full list is dead-lettered",
     )
 
     batch_size: int = Field(500, ge=1, description="most events in one micro-batch")

@@ -43,7 +43,10 @@ def add_pages(
     (``"state"``; a partial state marks decisions degraded but does not make the worker
     unready: it decides, on what it has). So are the rules version in service
     (``rules_version``, null without a rules file) and the last rules file refused
-    (``rules_refused``, until the file holds rules that are served)."""
+    (``rules_refused``, until the file holds rules that are served), and each list the rules
+    declare (``lists``: its field, entries not expired, version and a conflict, or null; null
+    without a rules file) with when the lists were last read from Redis
+    (``lists_read_at``; a failed read is the fault ``lists``)."""
 
     async def livez(web: View, request: Request) -> Response:
         dead = readiness.dead()
@@ -93,6 +96,12 @@ def add_pages(
             "reason": refused.reason,
             "at": datetime.fromtimestamp(refused.at, UTC).isoformat(),
         }
+        lists = rules.lists if rules is not None else None
+        body["lists"] = lists.describe(served) if lists is not None else None
+        read_at = lists.refreshed_at if lists is not None else None
+        body["lists_read_at"] = (
+            datetime.fromtimestamp(read_at, UTC).isoformat() if read_at is not None else None
+        )
         return web.bytes(
             orjson.dumps(body), content_type="application/json", status=200 if ok else 503
         )

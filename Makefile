@@ -17,6 +17,7 @@ help:
 	@echo "make up-sentinel|down-sentinel  local Redis master, replica, 3 sentinels (7120-7128)"
 	@echo "make worker    run the scoring worker in the foreground"
 	@echo "make rules     check and unit-test the Prometheus alert and recording rules (promtool)"
+	@echo "make lists ARGS='show blocked_cards'  add, remove or show list entries (docs/lists.md)"
 
 # requirements.lock pins every package to the versions the tests last passed with.
 $(INSTALLED): pyproject.toml requirements.lock
@@ -30,6 +31,18 @@ install: $(INSTALLED)
 include stack/stack.mk
 include ops/ops.mk
 topics: $(INSTALLED)
+
+# The allow and block lists' changes topic (FRAUD_TOPIC_LISTS, docs/lists.md), created with
+# the standing topics of stack/topics.py.
+.PHONY: lists-topic lists
+topics: lists-topic
+lists-topic: kafka-up $(INSTALLED)
+	$(PY) -m fraudtools.lists topic
+
+# Add, remove or show list entries (docs/lists.md), FRAUD_* as the worker's (the
+# development card-key secret as for make worker): make lists ARGS='show blocked_cards'
+lists: $(INSTALLED)
+	FRAUD_ENV=$${FRAUD_ENV:-development} $(PY) -m fraudtools.lists $(ARGS)
 
 train: $(INSTALLED)
 	$(PY) -m training train --generate --test-folds 4 --out models --report reports/train.json \

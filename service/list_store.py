@@ -73,8 +73,9 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
 end
 return {'changed', tostring(redis.call('HINCRBY', KEYS[3], 'version', 1))}
 """
-# KEYS: entries, meta. The version, the field and the entries, read together.
-_LOAD = """
+# KEYS: entries, meta. The version, the field and the entries, read together (a read-only
+# script: it runs on a Redis out of memory too).
+_LOAD = """#!lua flags=no-writes
 return {redis.call('HGET', KEYS[2], 'version') or '0', redis.call('HGET', KEYS[2], 'field') or '',
         redis.call('HGETALL', KEYS[1])}
 """

@@ -16,9 +16,10 @@ The change message (``docs/schemas/list-change.schema.json``), keyed by the list
      "expires_at": "2026-12-31T00:00:00+00:00", "reason": "chargeback 1182",
      "by": "alice", "sent_at": "2026-06-01T09:00:00+00:00"}
 
-``list``, ``op`` (``add`` or ``remove``) and ``value`` are required; ``expires_at`` (an
-add only; absent or null: never), ``reason``, ``by`` and ``sent_at`` are optional; any
-other field is refused (a misspelt ``expires`` must not list a card for ever).
+``list``, ``op`` (``add`` or ``remove``) and ``value`` (a text, or a whole number as a
+card id may be sent) are required; ``expires_at`` (an add only; absent or null: never),
+``reason``, ``by`` and ``sent_at`` are optional; any other field is refused (a misspelt
+``expires`` must not list a card for ever).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class ListChange:
     sent_at: float | None = None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _text(obj: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
     value = obj.get(name)
     if value is None and not required:
@@ -93,6 +97,22 @@ def _text(obj: Mapping[str, Any], name: str, *, limit: int, required: bool = Fal
     if len(value) > limit:
         raise InvalidEvent(f"{name}: longer than {limit} characters", field=name)
     return value
+
+
+def _value(obj: Mapping[str, Any]) -> str:
+    """The listed value: a text (as a transaction's field holds it: printable, not only
+    spaces) or a whole number, as its digits (a card id sent as a JSON number)."""
+    value = obj.get("value")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+        if len(value) > MAX_VALUE:
+            raise InvalidEvent(f"value: longer than {MAX_VALUE} digits", field="value")
+        return value
+    text = _text({"value": value}, "value", limit=MAX_VALUE, required=True)
+    if _CONTROL.search(text):
+        raise InvalidEvent("value: holds a control character (no transaction's field does)",
+                           field="value")
+    return text
 
 
 def _instant(obj: Mapping[str, Any], name: str) -> float | None:
@@ -134,7 +154,7 @@ def parse_change(payload: bytes | None) -> ListChange:
     op = obj.get("op")
     if op not in ("add", "remove"):
         raise InvalidEvent("op: must be add or remove", field="op")
-    value = _text(obj, "value", limit=MAX_VALUE, required=True)
+    value = _value(obj)
     expires = _instant(obj, "expires_at")
     if expires is not None and op == "remove":
         raise InvalidEvent("expires_at: only an add has an expiry", field="expires_at")

@@ -11,6 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from fraudcore import FEATURE_NAMES, Transaction, parse_label, parse_transaction
+from fraudcore.errors import InvalidEvent
+from service.lists import ListChange, encode_change, parse_change
 from service.records import Decision, Source, dead_letter
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -62,3 +64,57 @@ def test_a_decision_missing_a_field_fails_the_schema():
 def test_dead_letters_match_their_schema(payload):
     record = orjson.loads(dead_letter(payload, Source("transactions", 2, 41), "why", at=1.5e9))
     schema("dead-letter").validate(record)
+
+
+# -- list changes (docs/lists.md) ----------------------------------------------------------
+
+
+def test_list_change_examples_are_valid_accepted_and_written_back_valid() -> None:
+    validator = schema("list-change")
+    for example in validator.schema["examples"]:
+        validator.validate(example)
+        change = parse_change(orjson.dumps(example))
+        validator.validate(orjson.loads(encode_change(change)))
+    # what the CLI sends
+    sent = ListChange("blocked_cards", "add", "4111", 1.9e9, "why", "me", 1.7e9)
+    validator.validate(orjson.loads(encode_change(sent)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"op": "add", "value": "x"},
+        {"list": "Blocked", "op": "add", "value": "x"},
+        {"list": "b", "op": "block", "value": "x"},
+        {"list": "b", "op": "add"},
+        {"list": "b", "op": "add", "value": " "},
+        {"list": "b", "op": "add", "value": True},
+        {"list": "b", "op": "add", "value": "x" * 257},
+        {"list": "b", "op": "add", "value": "a\tb"},
+        {"list": "b", "op": "add", "value": "x", "expires": "2030-01-01T00:00:00Z"},
+        {"list": "b", "op": "add", "value": "x", "expires_at": "2030-01-01T00:00:00"},
+        {"list": "b", "op": "add", "value": "x", "expires_at": 1893456000},
+        {"list": "b", "op": "remove", "value": "x", "expires_at": "2030-01-01T00:00:00Z"},
+        {"list": "b", "op": "add", "value": "x", "reason": "r" * 501},
+        {"list": "b", "op": "add", "value": "x", "by": 7},
+    ],
+)
+def test_a_list_change_the_schema_refuses_the_worker_refuses(change: dict[str, object]) -> None:
+    assert not schema("list-change").is_valid(change)
+    with pytest.raises(InvalidEvent):
+        parse_change(orjson.dumps(change))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"list": "b", "op": "add", "value": 4111111111111111},
+        {"list": "b", "op": "add", "value": "x", "expires_at": None, "reason": None},
+        {"list": "b", "op": "add", "value": "x", "expires_at": "2030-01-01T00:00:00+0100"},
+        {"list": "b", "op": "add", "value": "x", "sent_at": "2030-01-01 00:00:00Z"},
+        {"list": "b", "op": "remove", "value": "x", "expires_at": None, "by": ""},
+    ],
+)
+def test_a_list_change_the_schema_accepts_the_worker_accepts(change: dict[str, object]) -> None:
+    schema("list-change").validate(change)
+    parse_change(orjson.dumps(change))

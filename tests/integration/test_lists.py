@@ -26,8 +26,17 @@ from fraudtools.kafka_admin import create_topics, delete_topics
 from service.keys import KeyLayout
 from service.settings import DEVELOPMENT_CARD_KEY_SECRET
 
-from .conftest import BOOTSTRAP, REDIS_URL, ROOT, Run, Worker, consume, drain, redis_env, \
-    remove_keys
+from .conftest import (
+    BOOTSTRAP,
+    REDIS_URL,
+    ROOT,
+    Run,
+    Worker,
+    consume,
+    drain,
+    redis_env,
+    remove_keys,
+)
 
 CARD = "4000111122223333"
 OTHER = "4000999988887777"

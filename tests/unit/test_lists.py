@@ -205,6 +205,7 @@ def test_a_change_is_parsed_and_written_back_the_same() -> None:
     assert orjson.loads(encode_change(minimal)) == {"list": "t", "op": "remove", "value": "T-1"}
     assert parse_change(b'{"list": "t", "op": "add", "value": "x", "expires_at": null}'
                         ).expires_at == 0.0
+    assert parse_change(b'{"list": "t", "op": "add", "value": 4111111111111111}').value == CARD
 
 
 @pytest.mark.parametrize(
@@ -219,7 +220,9 @@ def test_a_change_is_parsed_and_written_back_the_same() -> None:
         (b'{"list": "b", "value": "x"}', "op: must be add or remove"),
         (b'{"list": "b", "op": "add"}', "value: must be a non-empty text"),
         (b'{"list": "b", "op": "add", "value": "  "}', "value: must be a non-empty text"),
-        (b'{"list": "b", "op": "add", "value": 4111}', "value: must be a non-empty text"),
+        (b'{"list": "b", "op": "add", "value": true}', "value: must be a non-empty text"),
+        (b'{"list": "b", "op": "add", "value": 41.5}', "value: must be a non-empty text"),
+        (b'{"list": "b", "op": "add", "value": "T-1\\n"}', "value: holds a control character"),
         (b'{"list": "b", "op": "add", "value": "' + b"x" * 257 + b'"}',
          "value: longer than 256 characters"),
         (b'{"list": "b", "op": "add", "value": "x", "expires": "2030-01-01T00:00:00Z"}',

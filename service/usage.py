@@ -38,8 +38,10 @@ usage: fraud-worker [OPTIONS]
 
 Runs the fraud-scoring worker: it reads card transactions and fraud labels from Kafka,
 keeps each card's and terminal's recent history in Redis, scores every transaction with
-the ONNX model that FRAUD_MODEL_DIR/current names, and writes one decision per transaction
-(and the alerts, and the dead letters) back to Kafka. Its web server answers /health and
+the ONNX model that FRAUD_MODEL_DIR/current names, applies the analysts' rules and their
+allow and block lists (FRAUD_RULES_FILE; the lists' changes come on FRAUD_TOPIC_LISTS and
+are kept in Redis), and writes one decision per transaction (and the alerts, and the dead
+letters) back to Kafka. Its web server answers /health and
 /metrics. It runs until stopped (SIGTERM or Ctrl-C).
 
 It is configured by environment variables: the FRAUD_* settings below, each with its

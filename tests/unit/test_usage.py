@@ -43,6 +43,9 @@ def test_help_lists_every_setting_with_its_default_and_meaning() -> None:
     assert "  FRAUD_INCLUDE_FEATURES=false\n" in text
     assert "  FRAUD_KAFKA_SASL_PASSWORD=unset  (a secret)\n" in text
     assert "  FRAUD_MAX_FUTURE_SECONDS=3600  (more than 0)\n" in text
+    assert "  FRAUD_TOPIC_LISTS=fraud-lists\n      changes of the allow and block lists" in text
+    assert "  FRAUD_LISTS_POLL_SECONDS=1  (more than 0)\n" in text
+    assert "  FRAUD_LISTS_MAX_ENTRIES=100000  (at least 1)\n" in text
     # No secret's default: the development card-key secret, the Redis URL.
     assert DEVELOPMENT_CARD_KEY_SECRET not in text
     assert "redis://127.0.0.1" not in text

@@ -141,7 +141,10 @@ async def _show(lists: RedisLists, name: str, value: str | None, declared: str |
     now = time.time()
     if value is None:
         entries = await lists.entries(name)
-        kind = f"{field} values" if field else "no entries yet"
+        if not field:
+            print(f"{name}: never changed, no entries")
+            return 0
+        kind = f"{field} values"
         if field == CARD_FIELD:
             kind += " (keyed hashes of the card ids)"
         live = sum(1 for e in entries if not e.expires_at or e.expires_at > now)

@@ -5,6 +5,7 @@ value; the change message (service.lists: parsed, refused with the field, writte
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -245,3 +246,18 @@ def test_a_bad_change_is_refused_with_the_field_first(payload: bytes | None, why
     with pytest.raises(InvalidEvent) as caught:
         parse_change(payload)
     assert str(caught.value).startswith(why)
+
+
+def test_the_analysts_doc_example_compiles_and_its_messages_are_changes() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lists.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    ruleset = parse_rules(example.encode())
+    assert dict(ruleset.lists) == {"blocked_cards": "card_id", "trusted_terminals": "terminal_id",
+                                   "blocked_countries": "country",
+                                   "blocked_devices": "extra.device_id"}
+    assert [r.id for r in ruleset.rules] == ["blocked-card", "trusted-terminal",
+                                             "device-seen-in-fraud"]
+    messages = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    changes = [parse_change(m.encode()) for m in messages.replace("\n ", " ").splitlines()]
+    assert [(c.list, c.op) for c in changes] == [("blocked_cards", "add"),
+                                                 ("blocked_cards", "remove")]

@@ -7,7 +7,9 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -16,6 +18,8 @@ from fraudcore import FEATURE_NAMES, fingerprint
 from fraudcore.artifacts import model_info
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The zone of the training file's times (no daylight-saving change: +05:30 all year).
+TIMEZONE = "Asia/Kolkata"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,10 +52,21 @@ def trained(tmp_path_factory):
         str(data),
     )
     assert done.returncode == 0, done.stderr
+    # The user's own column names, and the generated instants written as local times
+    # without an offset (README "Retraining": --columns, --timezone): the run below must
+    # read them as told.
+    raw = pd.read_csv(data, dtype=str)
+    local = pd.to_datetime(raw["TX_DATETIME"], utc=True).dt.tz_convert(TIMEZONE)
+    raw["TX_DATETIME"] = local.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    raw.rename(columns={"TX_AMOUNT": "amount", "CUSTOMER_ID": "card"}).to_csv(data, index=False)
     done = _cli(
         "train",
         "--data",
         str(data),
+        "--columns",
+        "TX_AMOUNT=amount,CUSTOMER_ID=card",
+        "--timezone",
+        TIMEZONE,
         "--train-start",
         "2018-05-20",
         "--validation-folds",
@@ -84,6 +99,30 @@ def test_the_report_has_the_documented_keys(trained):
     }
     assert report["model"]["parity_max_abs_diff"] <= 1e-5
     assert "AUC ROC" in stdout and report["version"] in stdout
+
+
+def test_columns_and_timezone_are_read_as_told(trained):
+    """The file's times are local to --timezone: the report's first and last transaction
+    times are theirs in UTC, and a test row's day is its UTC day; the renamed columns were
+    read (the predictions' cards are the file's ``card`` column)."""
+    tmp, _, _ = trained
+    raw = pd.read_csv(tmp / "tx.csv", dtype=str)
+    assert {"amount", "card"} <= set(raw.columns) and "TX_AMOUNT" not in raw.columns
+    zone = ZoneInfo(TIMEZONE)
+    local = sorted(datetime.fromisoformat(t) for t in raw["TX_DATETIME"])
+    assert local[0].tzinfo is None  # naive in the file
+    report = json.loads((tmp / "report.json").read_text())
+    for key, naive in (("first", local[0]), ("last", local[-1])):
+        expected = naive.replace(tzinfo=zone).astimezone(UTC)
+        assert datetime.fromisoformat(report["data"][key]) == expected, key
+    assert datetime.fromisoformat(report["data"]["first"]).utcoffset() == timedelta(0)
+    assert report["data"]["transactions"] == len(raw)
+    predictions = pd.read_csv(tmp / "pred.csv", dtype={"card_id": str})
+    assert set(predictions["card_id"]) <= set(raw["card"])
+    by_id = raw.set_index("TRANSACTION_ID")
+    row = predictions.iloc[0]
+    naive = datetime.fromisoformat(by_id.loc[str(row["transaction_id"]), "TX_DATETIME"])
+    assert row["day"] == naive.replace(tzinfo=zone).astimezone(UTC).date().isoformat()
 
 
 def test_the_log_is_written_for_people(trained):

@@ -19,7 +19,9 @@ of the run's own, all removed at the end, also on error or Ctrl-C):
 6. memory: the worker's resident set, Redis bytes per card and per terminal, projected
    to 10 million cards;
 7. cost: CPU seconds of the worker, Redis and the broker (from /proc) per million
-   decisions.
+   decisions;
+8. the decision layer, in-process: the batch path plain, with 50 rules, with a shadow
+   model, with reason codes and with all three, interleaved in rounds, each against plain.
 
 It writes ``reports/bench.json`` (stable keys), ``reports/bench.md`` and
 ``reports/bench_latency.png``; worker logs go to ``reports/bench-logs/``. A benchmark, not
@@ -38,6 +40,7 @@ The package, a module per part::
     baseline     phase 4
     two_workers  phase 5
     memory       phase 6 (Redis bytes by kind of key, through ``service.keys``)
+    decision_layer  phase 8, and ``python -m fraudtools.bench.decision_layer``
     worker       the worker process with its /metrics
     metrics      the worker's Prometheus text per stage, percentiles
     kafka        pre-loading, paced sending, reading back, the arrival-timing process

@@ -20,12 +20,16 @@ class Plan:
     two_workers: int  # the backlog of the two-worker phase
     warm: int  # transactions that warm a phase up (not measured)
     drain: float  # longest wait for a latency phase's last decisions
+    decision_layer: int = 20_000  # transactions of each in-process decision-layer run
+    decision_rounds: int = 5  # rounds of the decision layer's variants
 
 
 FULL = Plan(limit=200_000, throughput=200_000, rates=(500, 1_000, 2_000, 5_000), seconds=15,
-            max_rate_cap=10_000, baseline=10_000, two_workers=100_000, warm=400, drain=30)
+            max_rate_cap=10_000, baseline=10_000, two_workers=100_000, warm=400, drain=30,
+            decision_layer=20_000, decision_rounds=5)
 QUICK = Plan(limit=30_000, throughput=30_000, rates=(500, 1_000, 2_000, 5_000), seconds=5,
-             max_rate_cap=10_000, baseline=3_000, two_workers=30_000, warm=200, drain=15)
+             max_rate_cap=10_000, baseline=3_000, two_workers=30_000, warm=200, drain=15,
+             decision_layer=10_000, decision_rounds=3)
 #: Fractions of the measured throughput tried, in order, for the highest sustained rate.
 MAX_RATE_TRIES = (0.9, 0.7)
 #: What a decision adds to its transaction's JSON (the limit pads its output by as much).

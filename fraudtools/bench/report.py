@@ -10,7 +10,7 @@ import orjson
 
 from fraudtools.bench.metrics import STAGES
 
-__all__ = ["markdown", "plot", "redis_setup", "summary", "write"]
+__all__ = ["decision_layer_lines", "markdown", "plot", "redis_setup", "summary", "write"]
 
 
 def _n(value: Any, digits: int = 0) -> str:
@@ -57,6 +57,50 @@ def _redis_cost(pm: dict[str, Any]) -> str:
             f"{_n(pm.get('redis_replicas'))})")
 
 
+NOT_REASONS = "not measured (the model carries no reasons)."
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def decision_layer_lines(d: dict[str, Any]) -> list[str]:
+    """The decision layer (``bench.json``'s ``decision_layer``) as a markdown table."""
+    warm = d["transactions"] - d["measured"]
+    redis = "a Redis Cluster" if d.get("redis_mode") == "cluster" else "one Redis"
+    out = [
+        f"In-process (`BatchPipeline.decide` on {redis}, no Kafka), {d['rounds']} rounds, "
+        f"each variant once a round on a fresh key prefix: {d['measured']:,} transactions "
+        f"measured a run after {warm:,} that warm the state up, batches of {d['batch']}. "
+        f"Model {d['model_version']}, challenger {d['challenger_version']}, "
+        f"{d['rules']} rules. Medians over the rounds; \"× plain\": the median of each "
+        "round's ratio to plain.",
+        "",
+        "| variant | transactions/s (min–max) | × plain | CPU µs a transaction | × plain | "
+        "not approve | rules fired / changed | stages, µs a transaction | reasons, µs an "
+        "explained row |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, v in d["variants"].items():
+        if not v["available"]:
+            out.append(f"| {name}: {v['description']} | {v['note']} | | | | | | | |")
+            continue
+        stages = ", ".join(f"{s} {_n(us, 1)}" for s, us in v["stage_us"].items()) or "–"
+        rules = (f"{v['rules_fired']:,} / {v['changed_by_rules']:,}"
+                 + (f" ({v['rule_errors']:,} errors)" if v["rule_errors"] else "")
+                 if name in ("rules50", "all") else "–")
+        out.append(
+            f"| {name}: {v['description']} | {_n(v['tps_median'])} ({_n(v['tps_min'])}–"
+            f"{_n(v['tps_max'])}) | {v['tps_vs_plain']:.2f} | {_n(v['cpu_us_median'], 1)} | "
+            f"{v['cpu_vs_plain']:.2f} | {_share(v['not_approve_share'])} | {rules} | {stages} | "
+            f"{_n(v['reasons_us_per_explained_row'], 1)} |")
+    bound = d.get("reasons_within_10_percent")
+    out += ["", "Reasons on the approve path (issue 15: within 10 % of plain's throughput): "
+            + (NOT_REASONS if bound is None else
+               f"{bound['value']:.2f} of plain, {'met' if bound['met'] else 'NOT met'}.")]
+    return out
+
+
 def summary(r: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [
@@ -85,6 +129,12 @@ def summary(r: dict[str, Any]) -> str:
                  f"{_redis_cost(cost)}, kafka {_n(cost.get('kafka'))} core-seconds; worker "
                  f"RSS {_n(r['worker_rss_mb'])} MB; Redis {_n(r['redis_bytes_per_card'])} "
                  f"B/card, {_n(r['redis_bytes_per_terminal'])} B/terminal")
+    if "decision_layer" in r:  # not in reports from before it
+        variants = r["decision_layer"]["variants"]
+        lines.append("decision layer (in-process, × plain): " + ", ".join(
+            f"{name} {v['tps_vs_plain']:.2f} of the rate, {v['cpu_vs_plain']:.2f} of the CPU"
+            if v["available"] else f"{name} {v['note']}" for name, v in variants.items()
+            if name != "plain"))
     lines += [f"  bar: {name}: {_n(c['value'], 2)} {'met' if c['met'] else 'NOT met'}"
               for name, c in r["bar"].items()]
     return "\n".join(lines)
@@ -217,6 +267,9 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"{two['per_worker_decisions']}.",
         "",
     ]
+    if "decision_layer" in r:  # not in reports from before it
+        out += ["## The decision layer: rules, shadow, reasons", "",
+                *decision_layer_lines(r["decision_layer"]), ""]
     return "\n".join(out)
 
 

@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from fraudtools.bench import baseline, burst, floor, latency, limit, memory, system, throughput
+from fraudtools.bench import (
+    baseline,
+    burst,
+    decision_layer,
+    floor,
+    latency,
+    limit,
+    memory,
+    system,
+    throughput,
+)
 from fraudtools.bench import data as bench_data
 from fraudtools.bench import two_workers as pair
 from fraudtools.bench.context import Bench
@@ -73,6 +83,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     warm = bench.take(plan.warm)
     await pair.phase(bench, warm, bench.take(plan.two_workers))
     memory.phase(bench)
+    await decision_layer.phase(bench)  # in-process, with no worker running
     r["throughput_vs_limit"] = round(r["throughput_eps"] / r["limit_eps"], 3)
     r["batching_speedup"] = round(r["throughput_eps"] / r["baseline_eps"], 2)
     r["burst_vs_throughput"] = round(r["burst_eps"] / r["throughput_eps"], 3)

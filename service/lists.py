@@ -253,6 +253,8 @@ class ListSource(Protocol):
 
 class ListsHolder:
     """Every list in memory, as of its version in Redis; read again when a version moves.
+    An entry that expires is dropped from memory and removed from Redis at the next read
+    after its expiry (by whichever worker sees it first; the others find it gone).
 
     Until a first read succeeds the lists are not known: :meth:`ready` holds the batches
     (``FRAUD_FAIL_POLICY=hold``). A read that fails keeps the lists held (``/health``
@@ -276,7 +278,8 @@ class ListsHolder:
         self.refreshed_at: float | None = None
         self.error: str | None = "the lists have not been read from Redis yet"
         self._lock = asyncio.Lock()
-        self._recount_at = float("inf")  # when an entry expires: the gauges are set again
+        # When an entry next expires: it is removed then, and the gauges are set again.
+        self._recount_at = float("inf")
 
     @property
     def stale(self) -> bool:
@@ -304,29 +307,35 @@ class ListsHolder:
         names = await self.source.names()
         versions = await self.source.versions(names)
         tables = dict(self.tables)
+        now = self.clock()
         changed = False
         for name in names:
             held = tables.get(name)
-            if held is not None and held.version == versions.get(name, 0):
+            if held is None or held.version != versions.get(name, 0):
+                held = await self.source.load(name)
+                changed = True
+                log.info("list %s: version %d, %d entries", name, held.version,
+                         len(held.entries))
+            elif now < self._recount_at:
                 continue
-            table = await self.source.load(name)
-            now = self.clock()
-            expired = {k: e for k, e in table.entries.items() if e and e <= now}
-            if expired:
-                await self.source.forget_expired(name, expired)
-                live = {k: e for k, e in table.entries.items() if k not in expired}
-                table = ListTable(name, table.field, table.version, live)
-            tables[name] = table
-            changed = True
-            log.info("list %s: version %d, %d entries", name, table.version, len(table.entries))
+            tables[name] = await self._without_expired(held, now)
         self.tables = tables  # swapped whole: a batch reads one state or the other
-        now = self.clock()
         if changed or now >= self._recount_at:
             for table in tables.values():
                 metrics.LIST_ENTRIES.labels(table.name).set(table.live(now))
             self._recount_at = min((t.next_expiry(now) for t in tables.values()),
                                    default=float("inf"))
         return changed
+
+    async def _without_expired(self, table: ListTable, now: float) -> ListTable:
+        """The table without the entries expired at ``now``, which are removed from Redis
+        too (each only while it still has the expiry seen: a new add keeps its entry)."""
+        expired = {k: e for k, e in table.entries.items() if e and e <= now}
+        if not expired:
+            return table
+        await self.source.forget_expired(table.name, expired)
+        live = {k: e for k, e in table.entries.items() if k not in expired}
+        return ListTable(table.name, table.field, table.version, live)
 
     async def ready(self, *, max_delay: float, sleep: Sleep = asyncio.sleep) -> None:
         """Return once the lists have been read once (holding, with backoff, until then)."""

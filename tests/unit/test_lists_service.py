@@ -156,8 +156,16 @@ def test_expired_entries_are_not_members_and_are_forgotten_in_redis_when_seen() 
     assert metric("fraud_list_entries", list="trusted_terminals") == 2
     rules = RulesHolder(None).rules  # no rules file: describe says nothing
     assert lists.describe(rules) == {}
+    source.calls.clear()
+    now[0] = 1009.0
+    asyncio.run(lists.refresh())  # nothing moved, nothing expired: nothing to do
+    assert source.calls == ["names", "versions"]
     now[0] = 1010.0
-    asyncio.run(lists.refresh())  # not read again (same version), but counted again
+    source.calls.clear()
+    asyncio.run(lists.refresh())  # not read again (same version): the expired entry dropped
+    assert source.calls == ["names", "versions", "forget trusted_terminals"]
+    assert source.forgotten[-1] == ("trusted_terminals", {"T-soon": 1010.0})
+    assert set(lists.tables["trusted_terminals"].entries) == {"T-ever"}
     assert metric("fraud_list_entries", list="trusted_terminals") == 1
 
 

@@ -69,7 +69,7 @@ def wire(
     lists = rules.lists if rules is not None else None
 
     async def decide(batch: list[Message], record_times: Sequence[float]) -> Delivery:
-        if lists is not None and settings.fail_policy == "hold":
+        if lists is not None and lists.hold:
             # No decision before the lists are known: a blocked card would pass.
             await lists.ready(max_delay=settings.retry_max_seconds)
         return await pipeline.transactions(batch, record_times)

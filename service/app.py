@@ -142,7 +142,8 @@ def _lists(
     """The allow and block lists the rules read, on the state's Redis, and the path of
     their changes."""
     source = RedisLists(store.redis, keys=store.keys, max_entries=s.lists_max_entries)
-    lists = ListsHolder(source, card_tag=store.card_tag, readiness=pipeline.readiness)
+    lists = ListsHolder(source, card_tag=store.card_tag, readiness=pipeline.readiness,
+                        hold=s.fail_policy == "hold")
     rules.lists = lists
     deliver = partial(
         send_until_acknowledged, pipeline.sink, max_delay=s.retry_max_seconds,

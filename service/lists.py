@@ -268,8 +268,10 @@ class ListsHolder:
         card_tag: Callable[[str], str],
         readiness: Readiness | None = None,
         clock: Callable[[], float] = time.time,
+        hold: bool = True,
     ) -> None:
         self.source = source
+        self.hold = hold  # FRAUD_FAIL_POLICY=hold: nothing is decided before a first read
         self.card_tag = card_tag
         self.readiness = readiness if readiness is not None else Readiness()
         self.clock = clock
@@ -294,8 +296,13 @@ class ListsHolder:
                 changed = await self._refresh()
             except StateUnavailable as exc:
                 self.error = f"cannot read the lists: {exc}"
-                self.readiness.fault("lists", f"{self.error}; deciding on the lists read "
-                                     "before, decisions marked degraded")
+                if self.loaded:
+                    meanwhile = "deciding on the lists read before, marked degraded"
+                elif self.hold:
+                    meanwhile = "no transaction is decided until they are read once"
+                else:
+                    meanwhile = "deciding on empty lists, marked degraded"
+                self.readiness.fault("lists", f"{self.error}; {meanwhile}")
                 return False
             self.error = None
             self.loaded = True

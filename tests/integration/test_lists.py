@@ -281,7 +281,9 @@ def test_no_transaction_is_decided_before_the_lists_are_read(
             assert worker.alive() and time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
         status, body = worker.health() or (0, {})
-        assert status == 503 and "cannot read the lists" in body["faults"]["lists"]  # type: ignore[index]
+        reason = body["faults"]["lists"]  # type: ignore[index]
+        assert status == 503 and "cannot read the lists" in reason and "WRONGTYPE" in reason
+        assert "no transaction is decided until they are read once" in reason
         transaction = _transaction()
         asyncio.run(_produce(run.topic("transactions"), [(CARD.encode(),
                                                           orjson.dumps(transaction))]))

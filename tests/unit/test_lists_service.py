@@ -178,6 +178,7 @@ def test_a_failed_read_keeps_the_lists_and_says_so(caplog: pytest.LogCaptureFixt
     assert not asyncio.run(lists.refresh())
     assert lists.stale and lists.tables["blocked_cards"].entries == {tag("c1"): 0.0}
     assert "cannot read the lists: Redis: ConnectionError" in lists.readiness.faults["lists"]
+    assert "deciding on the lists read before" in lists.readiness.faults["lists"]
     assert metric("fraud_faults", part="lists") == 1
     asyncio.run(lists.refresh())
     assert not lists.stale and "lists" not in lists.readiness.faults

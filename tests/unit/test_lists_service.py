@@ -20,6 +20,7 @@ import pytest
 
 from fraudcore.errors import StateUnavailable
 from fraudtools.lists import Refused, parse_expiry
+from service.app import build_worker
 from service.delivery import Output
 from service.list_changes import ListChanges
 from service.list_store import Applied
@@ -28,6 +29,7 @@ from service.model import ModelHolder
 from service.readiness import Readiness
 from service.records import Message, Source
 from service.rules import RulesHolder
+from service.settings import Settings
 
 from .test_pipeline import ROOT, decide, messages, metric, pipeline, sink_of, tx
 
@@ -415,3 +417,21 @@ def test_the_cli_sends_what_a_worker_accepts() -> None:
             parse_expiry(wrong, now=now)
     sent = ListChange("blocked_cards", "add", "4111", parse_expiry("7d", now=now), "r", "me", now)
     assert orjson.loads(encode_change(sent))["expires_at"] == "2023-11-21T22:13:20+00:00"
+
+
+def test_a_worker_with_a_rules_file_has_its_lists_and_their_changes(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    def settings(**values: object) -> Settings:
+        return Settings(env="development", model_dir=ROOT / "models",  # type: ignore[arg-type]
+                        data_dir=tmp_path / "w", **values)
+
+    worker = build_worker(settings(rules_file=rules_file, fail_policy="open"))
+    assert worker.lists is not None and worker.rules.lists is worker.lists
+    assert worker.changes is not None and not worker.lists.hold
+    assert worker.lists.readiness is worker.pipeline.readiness
+    assert "apply_list_changes" in {a.name.rsplit(".", 1)[-1] for a in worker.app.agents.values()}
+    plain = build_worker(settings())
+    assert plain.lists is None and plain.changes is None and plain.rules.lists is None
+    assert "apply_list_changes" not in {a.name.rsplit(".", 1)[-1]
+                                        for a in plain.app.agents.values()}

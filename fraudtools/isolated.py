@@ -23,23 +23,25 @@ from fraudtools.worker_process import ROOT, free_port
 
 __all__ = ["TOPIC_ROLES", "IsolatedWorker", "Topics"]
 
-#: The worker's five topics, in the order :attr:`IsolatedWorker.topics` lists them.
-TOPIC_ROLES = ("transactions", "labels", "decisions", "alerts", "dlq")
+#: The worker's six topics, in the order :attr:`IsolatedWorker.topics` lists them (``lists``:
+#: the allow and block lists' changes, read only while a rules file is set).
+TOPIC_ROLES = ("transactions", "labels", "decisions", "alerts", "dlq", "lists")
 
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The names of a worker's five topics."""
+    """The names of a worker's six topics."""
 
     transactions: str
     labels: str
     decisions: str
     alerts: str
     dlq: str
+    lists: str
 
     @classmethod
     def named(cls, stem: str) -> Topics:
-        """``<stem>-transactions``, ``<stem>-labels``, ... ``<stem>-dlq``."""
+        """``<stem>-transactions``, ``<stem>-labels``, ... ``<stem>-lists``."""
         return cls(*(f"{stem}-{role}" for role in TOPIC_ROLES))
 
     def __getitem__(self, role: str) -> str:
@@ -100,7 +102,8 @@ class IsolatedWorker:
 
     @property
     def topics(self) -> list[str]:
-        """The five topic names (transactions, labels, decisions, alerts, dead letters)."""
+        """The six topic names (transactions, labels, decisions, alerts, dead letters, list
+        changes)."""
         return self.names.as_list()
 
     def topic(self, role: str) -> str:
@@ -129,6 +132,7 @@ class IsolatedWorker:
             "FRAUD_TOPIC_DECISIONS": t.decisions,
             "FRAUD_TOPIC_ALERTS": t.alerts,
             "FRAUD_TOPIC_DLQ": t.dlq,
+            "FRAUD_TOPIC_LISTS": t.lists,
             "FRAUD_PARTITIONS": str(self.partitions),
             "FRAUD_MODEL_DIR": str(self.model_dir),
             "FRAUD_DATA_DIR": str(self.data_dir),

@@ -107,6 +107,13 @@ def wire(
             metrics.MODEL_REFUSED.clear()
             first_line = models.refused.reason.splitlines()[0][:300]
             metrics.MODEL_REFUSED.labels(models.refused.version, first_line).set(1)
+        metrics.CHALLENGER_INFO.clear()
+        if models.challenger is not None:
+            metrics.CHALLENGER_INFO.labels(models.challenger.version).set(1)
+        metrics.CHALLENGER_REFUSED.clear()  # shown while it is the last word on the pointer
+        if models.challenger_refused is not None:
+            first_line = models.challenger_refused.reason.splitlines()[0][:300]
+            metrics.CHALLENGER_REFUSED.labels(models.challenger_refused.version, first_line).set(1)
 
     async def refresh_rules() -> None:
         if rules is None:

@@ -13,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.lineage import StateLineage
 from service.model import ModelHolder
+from service.model import Refusal as ModelRefusal
 from service.ports import StateStore
 from service.readiness import Readiness
+from service.rules import Refusal as RulesRefusal
 from service.rules import RulesHolder
 
 __all__ = ["add_pages"]
@@ -39,7 +41,10 @@ def add_pages(
     are 200 only while the store answers and the batch path holds on nothing; else 503 with
     the faults (``{"state": "Redis: OutOfMemoryError: ..."}``). The model was loaded and
     probe-scored before it served (a worker without one does not start). The last model
-    refused (the serving one stays) is shown too, and whether the feature state is whole
+    refused (the serving one stays) is shown too, the challenger scored in its shadow
+    (``challenger_version``, null without one) and the last challenger refused
+    (``challenger_refused``, until one is served or the pointer is removed), and whether
+    the feature state is whole
     (``"state"``; a partial state marks decisions degraded but does not make the worker
     unready: it decides, on what it has). So are the rules version in service
     (``rules_version``, null without a rules file) and the last rules file refused
@@ -74,7 +79,6 @@ def add_pages(
             "redis": store_ok,
             "faults": faults,
             "model_version": models.model.version,
-            "model_refused": None,
             "state": lineage.describe(),
             "state_lost_at": (
                 datetime.fromtimestamp(lineage.lost_at, UTC).isoformat()
@@ -82,20 +86,13 @@ def add_pages(
                 else None
             ),
         }
-        if models.refused is not None:
-            body["model_refused"] = {
-                "version": models.refused.version,
-                "reason": models.refused.reason,
-                "at": datetime.fromtimestamp(models.refused.at, UTC).isoformat(),
-            }
+        body["model_refused"] = _refusal(models.refused)
+        challenger = models.challenger
+        body["challenger_version"] = challenger.version if challenger is not None else None
+        body["challenger_refused"] = _refusal(models.challenger_refused)
         served = rules.rules if rules is not None else None
         body["rules_version"] = served.version if served is not None else None
-        refused = rules.refused if rules is not None else None
-        body["rules_refused"] = None if refused is None else {
-            "version": refused.version,
-            "reason": refused.reason,
-            "at": datetime.fromtimestamp(refused.at, UTC).isoformat(),
-        }
+        body["rules_refused"] = _refusal(rules.refused if rules is not None else None)
         lists = rules.lists if rules is not None else None
         body["lists"] = lists.describe(served) if lists is not None else None
         read_at = lists.refreshed_at if lists is not None else None
@@ -114,3 +111,14 @@ def add_pages(
     app.page("/readyz")(readyz)
     app.page("/health")(health)
     app.page("/metrics")(prometheus)
+
+
+def _refusal(refused: ModelRefusal | RulesRefusal | None) -> dict[str, str] | None:
+    """A refused model's or rules file's version, reason and time, for ``/health``."""
+    if refused is None:
+        return None
+    return {
+        "version": refused.version,
+        "reason": refused.reason,
+        "at": datetime.fromtimestamp(refused.at, UTC).isoformat(),
+    }

@@ -66,6 +66,8 @@ def test_the_challenger_scores_in_the_shadow_and_never_decides(run, tmp_path):
     try:
         asyncio.run(send_records(first, bootstrap=BOOTSTRAP, topics=topics))
         shadowed = asyncio.run(consume(run.topic("decisions"), until=len(first)))
+        _, health = worker.health() or (0, {})
+        serving_metric = worker.metric("fraud_challenger_info")
         (models / "challenger").unlink()
         deadline = time.monotonic() + 30
         while "removed: no shadow scores" not in worker.output() and time.monotonic() < deadline:
@@ -77,6 +79,9 @@ def test_the_challenger_scores_in_the_shadow_and_never_decides(run, tmp_path):
     finally:
         worker.stop()
     assert f"challenger {challenger_version} replaces no challenger" in worker.output()
+    assert health["challenger_version"] == challenger_version, health
+    assert health["challenger_refused"] is None
+    assert serving_metric == 1
     assert len(shadowed) == len(first)
     assert "removed: no shadow scores" in worker.output()
     rows = np.asarray([[d["features"][n] for n in FEATURE_NAMES] for d in shadowed],
@@ -108,7 +113,8 @@ def test_a_challenger_that_fails_its_checks_is_refused_and_the_worker_serves(run
     shutil.copytree(models / live_version, broken)
     (broken / "model.onnx").write_bytes(b"not a model")
     (models / "challenger").write_text("broken-1\n")
-    worker = Worker(run.env(FRAUD_MODEL_DIR=str(models)), tmp_path / "worker.log")
+    worker = Worker(run.env(FRAUD_MODEL_DIR=str(models), FRAUD_MODEL_POLL_SECONDS="0.5"),
+                    tmp_path / "worker.log")
     worker.start().wait_ready()
     records = _records(23)[:60]
     try:
@@ -116,9 +122,16 @@ def test_a_challenger_that_fails_its_checks_is_refused_and_the_worker_serves(run
                                  topics=TopicNames(run.topic("transactions"),
                                                    run.topic("labels"))))
         decisions = asyncio.run(consume(run.topic("decisions"), until=len(records)))
+        _, health = worker.health() or (0, {})
+        refused_metric = worker.metric("fraud_challenger_refused_info")
     finally:
         worker.stop()
     assert "refused challenger broken-1, keeping no challenger" in worker.output()
+    assert health["status"] == "ok", health  # a refused challenger is not a fault
+    assert health["challenger_version"] is None
+    assert health["challenger_refused"]["version"] == "broken-1"
+    assert "the file was changed or corrupted" in health["challenger_refused"]["reason"]
+    assert refused_metric == 1
     assert len(decisions) == len(records)
     assert {d["model_version"] for d in decisions} == {live_version}
     assert not any("shadow" in d for d in decisions)

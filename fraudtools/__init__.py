@@ -7,6 +7,8 @@ The user's tools (they talk to Kafka as any client would: aiokafka, JSON; data f
     tail          fraud-tail: follow the alerts
     demo          make demo: the live stream for a minute, with a summary
     feed          transactions and label events as Kafka records, in event-time order
+    lists         make lists: add, remove and show allow and block list entries
+    backfill      fraud-backfill: rebuild the feature state in Redis from history
 
 The measuring harnesses (they start the real worker on names of their own)::
 
@@ -22,6 +24,7 @@ Shared by both::
     kafka_admin   a run's topics and consumer groups
     audit         make audit: pip-audit over the pinned packages
 
-Only the harnesses import ``service``, for its key layout (:mod:`service.keys`) and, in
-``bench.processor``, its batch path; the user's tools never do.
+The harnesses import ``service`` for its key layout (:mod:`service.keys`) and, in the
+in-process benchmarks, its batch path; of the user's tools, ``backfill`` and ``lists``
+import it too, to write Redis exactly as the worker does (its store, its card-key hashing).
 """

@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install lock audit train worker produce tail backfill demo test test-unit test-integration lint coverage bench bench-quick soak chaos clean
+.PHONY: help install lock audit train backtest worker produce tail backfill demo test test-unit test-integration lint coverage bench bench-quick soak chaos clean
 
 help:
 	@echo "make demo      live demo: stack, worker, a minute of transactions, summary"
 	@echo "make test      unit, contract and integration tests (starts Kafka and Redis)"
 	@echo "make train     retrain on reference-size generated data (models/current moves)"
+	@echo "make backtest  a candidate model and rules against a baseline on history (docs/backtest.md)"
 	@echo "make up|down   start or stop the local Kafka (KRaft) and Redis; down: cluster, sentinel too"
 	@echo "make up-cluster|down-cluster    local Redis Cluster, 3 masters + 3 replicas (7100-7105)"
 	@echo "make up-sentinel|down-sentinel  local Redis master, replica, 3 sentinels (7120-7128)"
@@ -47,6 +48,27 @@ lists: $(INSTALLED)
 train: $(INSTALLED)
 	$(PY) -m training train --generate --test-folds 4 --out models --report reports/train.json \
 		--predictions reports/test_predictions.csv
+
+# What a candidate (model directory or pointer, rules file) would have decided on history,
+# beside a baseline (docs/backtest.md): reports/backtest.{json,md}, its two plots and
+# reports/backtest_predictions.csv. By default models/current against itself (no change,
+# a check) on the last 30 days of the reference data make train trains on (generated once
+# into data/reference.parquet when BACKTEST_DATA is not given). Variables: BACKTEST_DATA,
+# BASELINE, CANDIDATE, BASELINE_RULES, CANDIDATE_RULES, BACKTEST_FROM, BACKTEST_DAYS and
+# BACKTEST_FLAGS (e.g. --reviewer-capacity 120 --examples 20), e.g.
+#   make backtest CANDIDATE=models/<version> CANDIDATE_RULES=rules.yaml
+BASELINE ?= models/current
+CANDIDATE ?= models/current
+BACKTEST_FROM ?= 2018-09-01
+BACKTEST_DAYS ?= 30
+backtest: $(INSTALLED)
+	$(if $(BACKTEST_DATA),,test -f data/reference.parquet || $(PY) -m training generate --out data/reference.parquet)
+	$(PY) -m training backtest --data $(or $(BACKTEST_DATA),data/reference.parquet) \
+		--baseline $(BASELINE) --candidate $(CANDIDATE) \
+		$(if $(BASELINE_RULES),--baseline-rules $(BASELINE_RULES)) \
+		$(if $(CANDIDATE_RULES),--candidate-rules $(CANDIDATE_RULES)) \
+		--from $(BACKTEST_FROM) --days $(BACKTEST_DAYS) --report reports/backtest.json \
+		--predictions reports/backtest_predictions.csv $(BACKTEST_FLAGS)
 
 # A local worker: the development card-key secret is allowed unless FRAUD_ENV says otherwise.
 worker: $(INSTALLED)

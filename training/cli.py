@@ -4,6 +4,9 @@
         --start 2018-04-01 --seed 0 --out data/transactions.parquet
     python -m training train --data data/transactions.parquet --train-start 2018-07-25 \\
         --out models/ --report reports/train.json [--predictions reports/test.csv]
+    python -m training backtest --data data/transactions.parquet --baseline models/current \\
+        --candidate models/<version> --from 2018-09-01 --days 30 \\
+        --report reports/backtest.json --predictions reports/backtest.csv   (docs/backtest.md)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.errors import FraudError
-from training import generator, protocol
+from training import backtest_cli, generator, protocol
 from training.console import LOG_FORMAT, TIME_FORMAT, Phases, duration, score
 from training.dataset import COLUMNS, DatasetError, normalise, read_transactions
 
@@ -96,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="CSV of the cleaned test set: transaction, card, day, label, score",
     )
+    backtest_cli.add_parser(commands)  # docs/backtest.md
     return parser
 
 
@@ -105,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "backtest":
+            return backtest_cli.run(args)
         return _train(args)
     except (FraudError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

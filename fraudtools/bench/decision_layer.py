@@ -225,10 +225,10 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def _ratio(runs: Sequence[Run], plain: Mapping[int, Run], value: str) -> float:
-    """The median over the rounds of ``value`` against plain's in the same round."""
-    return median([getattr(r, value) / getattr(plain[r.round_no], value) for r in runs
-                   if r.round_no in plain])
+def _ratios(runs: Sequence[Run], plain: Mapping[int, Run], value: str) -> list[float]:
+    """Each round's ``value`` against plain's in the same round."""
+    return [getattr(r, value) / getattr(plain[r.round_no], value) for r in runs
+            if r.round_no in plain]
 
 
 def summarize(runs: Sequence[Run], *, explains: bool) -> dict[str, Any]:
@@ -250,12 +250,15 @@ def summarize(runs: Sequence[Run], *, explains: bool) -> dict[str, Any]:
         stages = {s: round(median([r.stages.get(s, 0.0) / r.measured * 1e6 for r in mine]), 2)
                   for s in STAGES if any(r.stages.get(s) for r in mine)}
         per_row = [r.stages.get("reasons", 0.0) / r.explained * 1e6 for r in mine if r.explained]
+        tps_ratios, cpu_ratios = _ratios(mine, plain, "tps"), _ratios(mine, plain, "cpu_us")
         entry.update(
             rounds=len(mine),
             tps_median=round(median(tps)), tps_min=round(min(tps)), tps_max=round(max(tps)),
-            tps_vs_plain=round(_ratio(mine, plain, "tps"), 3),
+            tps_vs_plain=round(median(tps_ratios), 3),
+            tps_vs_plain_range=[round(min(tps_ratios), 3), round(max(tps_ratios), 3)],
             cpu_us_median=round(median(cpu), 1),
-            cpu_vs_plain=round(_ratio(mine, plain, "cpu_us"), 3),
+            cpu_vs_plain=round(median(cpu_ratios), 3),
+            cpu_vs_plain_range=[round(min(cpu_ratios), 3), round(max(cpu_ratios), 3)],
             wall_us_median=round(median([r.wall / r.measured * 1e6 for r in mine]), 1),
             measured_per_run=mine[0].measured,
             not_approve_share=round(sum(r.not_approve for r in mine) / measured, 4),

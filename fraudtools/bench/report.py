@@ -64,6 +64,13 @@ def _share(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _times(v: dict[str, Any], what: str) -> str:
+    """A ratio to plain, and its range over the rounds when they differ."""
+    low, high = v.get(f"{what}_vs_plain_range") or (None, None)
+    spread = f" ({low:.2f}–{high:.2f})" if low is not None and low != high else ""
+    return f"{v[f'{what}_vs_plain']:.2f}{spread}"
+
+
 def decision_layer_lines(d: dict[str, Any]) -> list[str]:
     """The decision layer (``bench.json``'s ``decision_layer``) as a markdown table."""
     warm = d["transactions"] - d["measured"]
@@ -74,7 +81,7 @@ def decision_layer_lines(d: dict[str, Any]) -> list[str]:
         f"measured a run after {warm:,} that warm the state up, batches of {d['batch']}. "
         f"Model {d['model_version']}, challenger {d['challenger_version']}, "
         f"{d['rules']} rules. Medians over the rounds; \"× plain\": the median of each "
-        "round's ratio to plain.",
+        "round's ratio to plain (in brackets: the lowest and the highest).",
         "",
         "| variant | transactions/s (min–max) | × plain | CPU µs a transaction | × plain | "
         "not approve | rules fired / changed | stages, µs a transaction | reasons, µs an "
@@ -91,8 +98,8 @@ def decision_layer_lines(d: dict[str, Any]) -> list[str]:
                  if name in ("rules50", "all") else "–")
         out.append(
             f"| {name}: {v['description']} | {_n(v['tps_median'])} ({_n(v['tps_min'])}–"
-            f"{_n(v['tps_max'])}) | {v['tps_vs_plain']:.2f} | {_n(v['cpu_us_median'], 1)} | "
-            f"{v['cpu_vs_plain']:.2f} | {_share(v['not_approve_share'])} | {rules} | {stages} | "
+            f"{_n(v['tps_max'])}) | {_times(v, 'tps')} | {_n(v['cpu_us_median'], 1)} | "
+            f"{_times(v, 'cpu')} | {_share(v['not_approve_share'])} | {rules} | {stages} | "
             f"{_n(v['reasons_us_per_explained_row'], 1)} |")
     bound = d.get("reasons_within_10_percent")
     out += ["", "Reasons on the approve path (issue 15: within 10 % of plain's throughput): "

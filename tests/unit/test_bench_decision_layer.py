@@ -131,6 +131,8 @@ def test_the_ratios_are_medians_of_each_round_s_ratio_to_plain() -> None:
     assert rules["tps_median"] == 4_000 and rules["cpu_us_median"] == 250.0
     assert variants["shadow"]["tps_vs_plain"] == 0.8
     assert variants["reasons"]["tps_vs_plain"] == 0.95  # the median of 0.85, 0.95, 0.95
+    assert variants["reasons"]["tps_vs_plain_range"] == [0.85, 0.95]
+    assert rules["cpu_vs_plain_range"] == [2.0, 2.0]
     assert rules["not_approve_share"] == 0.03 and plain["not_approve_share"] == 0.02
     assert (rules["rules_fired"], rules["changed_by_rules"]) == (12, 10)
     assert rules["stage_us"] == {"model": 10.0, "rules": 100.0}
@@ -176,7 +178,7 @@ def test_the_report_has_a_row_per_variant() -> None:
     assert "| 4,000 (2,500–5,000) | 0.50 | 250.0 | 2.00 | 3.0% | 12 / 10 |" in rules
     assert "model 10.0, rules 100.0" in rules
     reasons = next(r for r in rows if r.startswith("| reasons"))
-    assert reasons.endswith("| 100.0 |")
+    assert reasons.endswith("| 100.0 |") and "| 0.95 (0.85–0.95) |" in reasons
     assert lines[-1].endswith("0.95 of plain, met.")
     assert "3 rounds" in lines[0] and "1,000 transactions measured" in lines[0]
 

@@ -5,6 +5,8 @@ Layout under the models folder::
     models/current                  one line: the version directory to serve
     models/<version>/model.onnx     float32 input of the feature vector, probabilities out
     models/<version>/metadata.json  see :func:`metadata_document` and :func:`model_info`
+    models/<version>/reasons.onnx   optional: each feature's contribution to the score, for
+                                    reason codes (``metadata["reasons"]`` describes it)
 
 Training fills a :class:`ModelMetadata` and writes :func:`metadata_document` of it; the
 service reads the files and calls :func:`model_info`, which refuses a model built on other
@@ -21,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, TypeAlias, TypedDict
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, get_args
 
 from fraudcore.errors import FingerprintMismatch, ModelIntegrityError
 from fraudcore.features import FEATURE_NAMES, SPEC, fingerprint
@@ -32,6 +34,7 @@ __all__ = [
     "METADATA_FILE",
     "MODEL_FILE",
     "POINTER_FILE",
+    "REASONS_FILE",
     "VERSION_DIGITS",
     "DataDocument",
     "DataSummary",
@@ -43,8 +46,13 @@ __all__ = [
     "ModelIdentity",
     "ModelInfo",
     "ModelMetadata",
+    "ReasonsDescription",
+    "ReasonsDocument",
+    "ReasonsMethod",
+    "ReasonsOutput",
     "ThresholdChoice",
     "ThresholdsDocument",
+    "check_reasons",
     "metadata_document",
     "model_info",
 ]
@@ -52,12 +60,19 @@ __all__ = [
 POINTER_FILE = "current"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+REASONS_FILE = "reasons.onnx"
 VERSION_DIGITS = 12
 
 #: A JSON value as training hands it over (any sequence or mapping serialises).
 JSON: TypeAlias = "str | int | float | bool | None | Sequence[JSON] | Mapping[str, JSON]"
 
+#: How a model's contributions are computed (see ``training/reasons.py``).
+ReasonsMethod: TypeAlias = Literal["path_contributions", "linear"]
+#: What contributions add up to (with the base value): the fraud probability or its log-odds.
+ReasonsOutput: TypeAlias = Literal["probability", "log_odds"]
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.onnx")
 
 
 # --- what training fills ------------------------------------------------------------------
@@ -111,6 +126,52 @@ class ModelDescription:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonsDescription:
+    """The contributions model beside a model (``metadata["reasons"]``).
+
+    ``file`` (in the model's directory) takes the model's input ``input_name`` and answers
+    ``output_name``: one contribution per feature, in the order of ``features``, whose sum
+    plus ``base_value`` is the model's ``output`` (its fraud probability or log-odds).
+    ``faithfulness_max_abs_diff`` is the largest difference from scikit-learn's output
+    that training measured on the test set. Checked when made: a malformed description
+    raises ``ValueError``.
+    """
+
+    file: str
+    sha256: str
+    method: ReasonsMethod
+    output: ReasonsOutput
+    base_value: float
+    input_name: str
+    output_name: str
+    features: tuple[str, ...]
+    faithfulness_max_abs_diff: float
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _FILE_NAME.fullmatch(self.file) or self.file == MODEL_FILE:
+            problems.append(f"file must be an .onnx file name other than {MODEL_FILE}")
+        if not _SHA256.fullmatch(self.sha256):
+            problems.append("sha256 must be 64 lowercase hex digits")
+        if self.method not in get_args(ReasonsMethod):
+            problems.append(f"method must be one of {list(get_args(ReasonsMethod))}")
+        if self.output not in get_args(ReasonsOutput):
+            problems.append(f"output must be one of {list(get_args(ReasonsOutput))}")
+        for name in ("base_value", "faithfulness_max_abs_diff"):
+            number = getattr(self, name)
+            if isinstance(number, bool) or not isinstance(number, int | float) or not (
+                abs(number) < float("inf")
+            ):
+                problems.append(f"{name} must be a finite number")
+        if not all(isinstance(n, str) and n for n in (self.input_name, self.output_name)):
+            problems.append("input_name and output_name must be names")
+        if not self.features or not all(isinstance(n, str) for n in self.features):
+            problems.append("features must be the feature names")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
 class ThresholdChoice:
     """The decision thresholds and, in words, how each was chosen."""
 
@@ -151,6 +212,7 @@ class ModelMetadata:
     validation: Mapping[str, float]
     test: Mapping[str, JSON]
     libraries: Mapping[str, str]
+    reasons: ReasonsDescription | None = None  # None: decisions carry no reason codes
 
     def __post_init__(self) -> None:
         if self.created_at.utcoffset() is None:
@@ -199,6 +261,18 @@ class DataDocument(TypedDict):
     label_delay_days: int
 
 
+class ReasonsDocument(TypedDict):
+    file: str
+    sha256: str
+    method: str
+    output: str
+    base_value: float
+    input_name: str
+    output_name: str
+    features: list[str]
+    faithfulness_max_abs_diff: float
+
+
 class MetadataDocument(TypedDict):
     created_at: str
     features: FeaturesDocument
@@ -209,16 +283,17 @@ class MetadataDocument(TypedDict):
     test: dict[str, JSON]
     libraries: dict[str, str]
     version: str
+    reasons: NotRequired[ReasonsDocument]
 
 
 def metadata_document(metadata: ModelMetadata) -> MetadataDocument:
     """The JSON object of ``metadata.json``: what :func:`model_info` reads back.
 
     Times and days are ISO 8601 strings; the ``data`` keys keep their order (the report
-    lists them as they come).
+    lists them as they come). ``reasons`` is there only when the model has reason codes.
     """
     model, choice, data = metadata.model, metadata.thresholds, metadata.data
-    return {
+    document: MetadataDocument = {
         "created_at": metadata.created_at.isoformat(),
         "features": {
             "names": list(metadata.features.names),
@@ -256,6 +331,19 @@ def metadata_document(metadata: ModelMetadata) -> MetadataDocument:
         "libraries": dict(metadata.libraries),
         "version": metadata.version,
     }
+    if (reasons := metadata.reasons) is not None:
+        document["reasons"] = {
+            "file": reasons.file,
+            "sha256": reasons.sha256,
+            "method": reasons.method,
+            "output": reasons.output,
+            "base_value": reasons.base_value,
+            "input_name": reasons.input_name,
+            "output_name": reasons.output_name,
+            "features": list(reasons.features),
+            "faithfulness_max_abs_diff": reasons.faithfulness_max_abs_diff,
+        }
+    return document
 
 
 # --- what the service checks --------------------------------------------------------------
@@ -263,11 +351,15 @@ def metadata_document(metadata: ModelMetadata) -> MetadataDocument:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
+    """What the service needs of a checked model; ``reasons`` is None for a model without
+    reason codes (its decisions then carry none)."""
+
     version: str
     sha256: str
     input_name: str
     output_name: str
     thresholds: Thresholds
+    reasons: ReasonsDescription | None = None
 
 
 def model_info(
@@ -276,9 +368,15 @@ def model_info(
     *,
     expected_fingerprint: str | None = None,
     expected_features: tuple[str, ...] = FEATURE_NAMES,
+    reasons_bytes: bytes | None = None,
 ) -> ModelInfo:
     """Check ``metadata`` (a parsed ``metadata.json``) against the model's bytes and this
-    code's features."""
+    code's features.
+
+    A ``reasons`` object, if there is one, must be well formed and explain the model's
+    features; with ``reasons_bytes`` (the contributions file's content) its sha256 is
+    checked too, as :func:`check_reasons` does (a model without a ``reasons`` object has no
+    such file)."""
     try:
         version = str(metadata["version"])
         recorded_hash = str(metadata["model"]["sha256"])
@@ -313,4 +411,58 @@ def model_info(
             f"records {recorded_hash[:12]}...; the file was changed or corrupted, retrain or "
             "restore it"
         )
-    return ModelInfo(version, actual_hash, input_name, output_name, thresholds)
+    reasons = _reasons(metadata, version, names)
+    if reasons_bytes is not None:
+        if reasons is None:
+            raise ModelIntegrityError(
+                f"model {version}: a contributions file was given but its metadata describes "
+                "no reasons; retrain with `make train`"
+            )
+        check_reasons(reasons, reasons_bytes, version=version)
+    return ModelInfo(version, actual_hash, input_name, output_name, thresholds, reasons)
+
+
+def _reasons(
+    metadata: Mapping[str, Any], version: str, names: tuple[str, ...]
+) -> ReasonsDescription | None:
+    """The ``reasons`` object of ``metadata`` checked, or None where there is none."""
+    if "reasons" not in metadata:
+        return None
+    document = metadata["reasons"]
+    try:
+        if not isinstance(document, Mapping) or isinstance(document["features"], str):
+            raise TypeError("reasons must be an object and its features a list")
+        reasons = ReasonsDescription(
+            file=document["file"],
+            sha256=document["sha256"],
+            method=document["method"],
+            output=document["output"],
+            base_value=document["base_value"],
+            input_name=document["input_name"],
+            output_name=document["output_name"],
+            features=tuple(document["features"]),
+            faithfulness_max_abs_diff=document["faithfulness_max_abs_diff"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelIntegrityError(
+            f"model {version}: its reasons metadata is incomplete or malformed ({exc!r}); "
+            "retrain with `make train`"
+        ) from exc
+    if reasons.features != names:
+        raise ModelIntegrityError(
+            f"model {version}: its reasons explain features {list(reasons.features)}, but the "
+            f"model takes {list(names)}; retrain with `make train`"
+        )
+    return reasons
+
+
+def check_reasons(reasons: ReasonsDescription, reasons_bytes: bytes, *, version: str) -> None:
+    """Refuse ``reasons_bytes`` unless they are the contributions file ``reasons``
+    describes (its sha256), as :func:`model_info` refuses a model's bytes."""
+    actual = hashlib.sha256(reasons_bytes).hexdigest()
+    if actual != reasons.sha256:
+        raise ModelIntegrityError(
+            f"model {version}: {reasons.file} has sha256 {actual[:12]}..., its metadata "
+            f"records {reasons.sha256[:12]}...; the file was changed or corrupted, retrain or "
+            "restore it"
+        )

@@ -3,8 +3,10 @@
 The model is converted with skl2onnx to one named float32 input (``features``, shape
 ``[None, n_features]``) and a plain probability array (``zipmap`` off). Before anything is
 written, onnxruntime scores the whole test set and the result must match scikit-learn's
-``predict_proba`` within ``PARITY_TOLERANCE``; otherwise training fails. The pointer
-``models/current`` moves to the new version only after the files are complete.
+``predict_proba`` within ``PARITY_TOLERANCE``; otherwise training fails. The model's
+contributions model for reason codes (``reasons.onnx``, built and checked the same way by
+:mod:`training.reasons`) is written beside it. The pointer ``models/current`` moves to the
+new version only after the files are complete.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from fraudcore.artifacts import (
     metadata_document,
     model_info,
 )
-from fraudcore.errors import ModelError
+from fraudcore.errors import ModelError, ModelIntegrityError
 from training import onnx_compat
 from training.train import Classifier
 
 __all__ = [
+    "GRAPH_NAME",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "PARITY_TOLERANCE",
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"  # skl2onnx's name for the probability array (zipmap off)
 PARITY_TOLERANCE = 1e-5
+GRAPH_NAME = "fraud_model"
 TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 
@@ -63,7 +67,8 @@ class ParityError(ModelError):
 
 
 def convert(model: Classifier, n_features: int) -> bytes:
-    """The ONNX bytes of ``model`` with a float32 input and a probability-array output."""
+    """The ONNX bytes of ``model`` with a float32 input and a probability-array output; the
+    same bytes for the same model every time."""
     onnx_compat.install()
     classifier = model.steps[-1][1] if isinstance(model, Pipeline) else model
     onx = convert_sklearn(
@@ -72,6 +77,9 @@ def convert(model: Classifier, n_features: int) -> bytes:
         options={id(classifier): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
+    # skl2onnx names the graph with a random UUID, so the same model exported twice had
+    # other bytes and another version; a fixed name makes the version the model's.
+    onx.graph.name = GRAPH_NAME
     return bytes(onx.SerializeToString())
 
 
@@ -112,45 +120,64 @@ def write_artifacts(
     model_bytes: bytes,
     metadata: ModelMetadata | Mapping[str, Any],
     *,
+    reasons: bytes | None = None,
     files: Mapping[str, bytes] = {},
 ) -> Path:
     """Write ``models/<version>/`` and then point ``models/current`` at it.
 
     ``metadata`` is normally the :class:`~fraudcore.artifacts.ModelMetadata` training
-    filled, whose identity must be that of ``model_bytes``. A metadata document instead (a
-    parsed ``metadata.json``, e.g. another model's) gets this model's ``version`` and
-    ``model.sha256`` filled in. Either way the document is checked with
+    filled, whose identity must be that of ``model_bytes`` and whose reasons, if any, those
+    of ``reasons`` (the contributions model's bytes, written under the name they give). A
+    metadata document instead (a parsed ``metadata.json``, e.g. another model's) gets this
+    model's ``version`` and ``model.sha256`` filled in, and its ``reasons`` object the
+    sha256 of ``reasons``, or dropped without them: another model's contributions do not
+    explain this one. Either way the document is checked with
     :func:`~fraudcore.artifacts.model_info`, as the service will check it, before anything
     is written; the version names the directory, so the same model always lands in the
     same place.
     """
-    document = _document(metadata, model_bytes)
-    version = model_info(document, model_bytes).version
-    target = models_dir / version
+    document = _document(metadata, model_bytes, reasons)
+    info = model_info(document, model_bytes, reasons_bytes=reasons)
+    if info.reasons is not None and reasons is None:
+        raise ModelIntegrityError(
+            f"model {info.version}: its metadata describes {info.reasons.file} but no "
+            "contributions model was given to write; nothing was written"
+        )
+    target = models_dir / info.version
     target.mkdir(parents=True, exist_ok=True)
     _write_atomic(target / MODEL_FILE, model_bytes)
+    if info.reasons is not None and reasons is not None:
+        _write_atomic(target / info.reasons.file, reasons)
     _write_atomic(
         target / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
     )
     for name, content in files.items():
         _write_atomic(target / name, content)
-    _write_atomic(models_dir / POINTER_FILE, f"{version}\n".encode())
-    log.info("model %s written to %s; %s now names it", version, target, models_dir / POINTER_FILE)
+    _write_atomic(models_dir / POINTER_FILE, f"{info.version}\n".encode())
+    log.info(
+        "model %s written to %s%s; %s now names it", info.version, target,
+        " with its reason codes" if info.reasons is not None else "", models_dir / POINTER_FILE,
+    )
     return target
 
 
 def _document(
-    metadata: ModelMetadata | Mapping[str, Any], model_bytes: bytes
+    metadata: ModelMetadata | Mapping[str, Any], model_bytes: bytes, reasons: bytes | None
 ) -> Mapping[str, Any]:
     # A parsed metadata.json is JSON of unknown shape (Any), as model_info takes it.
     if isinstance(metadata, ModelMetadata):
         return metadata_document(metadata)
     identity = ModelIdentity.of(model_bytes)
-    return {
+    document = {
         **metadata,
         "version": identity.version,
         "model": {**metadata.get("model", {}), "sha256": identity.sha256},
     }
+    if reasons is None:
+        document.pop("reasons", None)
+    elif isinstance(described := metadata.get("reasons"), Mapping):
+        document["reasons"] = {**described, "sha256": ModelIdentity.of(reasons).sha256}
+    return document
 
 
 def _write_atomic(path: Path, content: bytes) -> None:

@@ -28,9 +28,10 @@ from fraudcore.artifacts import (
     ModelMetadata,
     metadata_document,
 )
-from training import export, protocol, report
+from training import export, protocol, reasons, report
 from training.console import Phases, thresholds_text
 from training.metrics import Metrics, evaluate
+from training.reasons import ReasonsModel
 from training.replay import ReplayStats, replay
 from training.train import (
     CANDIDATES,
@@ -51,11 +52,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Exported:
-    """The winner as ONNX bytes, checked against scikit-learn, and their identity."""
+    """The winner as ONNX bytes, checked against scikit-learn, and their identity; its
+    contributions model for reason codes, checked too."""
 
     onnx: bytes
     identity: ModelIdentity
     parity_max_abs_diff: float
+    reasons: ReasonsModel
+    faithfulness_max_abs_diff: float
 
 
 @dataclass(frozen=True)
@@ -140,13 +144,18 @@ def run(
         folds = _test_folds(
             featured, split, selection, first=test, count=test_folds, on_fit=step.advance
         )
-    with phases.phase("exporting", "the model to ONNX (checked against scikit-learn), its report"):
+    with phases.phase(
+        "exporting",
+        "the model and its reason codes to ONNX (checked against scikit-learn), its report",
+    ):
         exported = _export(final)
         data = _data_summary(frame, featured, split, source=source, test_rows=len(final.test))
         metadata = _metadata(exported, selection, data, test=test)
         run_report = _report(metadata, selection, replay_stats, folds)
         files = _report_files(run_report, final.predictions, test, selection)
-        model_dir = export.write_artifacts(models_dir, exported.onnx, metadata, files=files)
+        model_dir = export.write_artifacts(
+            models_dir, exported.onnx, metadata, reasons=exported.reasons.onnx, files=files
+        )
     return TrainingRun(
         metadata, test, folds, replay_stats, run_report, model_dir, final.predictions
     )
@@ -199,10 +208,14 @@ def _evaluate(outcome: Outcome, selection: Selection) -> Metrics:
 
 
 def _export(final: Outcome) -> Exported:
-    """The ONNX bytes of the final model, once they match scikit-learn on its test set."""
+    """The ONNX bytes of the final model and of its contributions, once they match
+    scikit-learn on its test set."""
+    features = features_of(final.test)
     onnx = export.convert(final.model, len(FEATURE_NAMES))
-    parity = export.check_parity(onnx, final.model, features_of(final.test))
-    return Exported(onnx, ModelIdentity.of(onnx), parity)
+    parity = export.check_parity(onnx, final.model, features)
+    contributions = reasons.build(final.model, len(FEATURE_NAMES))
+    faithfulness = reasons.check_faithfulness(contributions, final.model, features)
+    return Exported(onnx, ModelIdentity.of(onnx), parity, contributions, faithfulness)
 
 
 def _test_folds(
@@ -277,6 +290,11 @@ def _metadata(
         validation=selection.validation,
         test=test.to_dict(),
         libraries=export.library_versions(),
+        reasons=reasons.describe(
+            exported.reasons,
+            features=FEATURE_NAMES,
+            faithfulness=exported.faithfulness_max_abs_diff,
+        ),
     )
 
 

@@ -1,8 +1,10 @@
 """The committed model's metadata.json is exactly what the typed writer writes from its
-values: training's ModelMetadata and metadata_document keep the format the service reads."""
+values: training's ModelMetadata and metadata_document keep the format the service reads,
+its reason codes' description included."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date, datetime
 from pathlib import Path
@@ -13,11 +15,13 @@ from fraudcore.artifacts import (
     METADATA_FILE,
     MODEL_FILE,
     POINTER_FILE,
+    REASONS_FILE,
     DataSummary,
     FeatureSet,
     ModelDescription,
     ModelIdentity,
     ModelMetadata,
+    ReasonsDescription,
     ThresholdChoice,
     metadata_document,
     model_info,
@@ -64,7 +68,14 @@ def _values_of(document: dict[str, Any]) -> ModelMetadata:
         validation=document["validation"],
         test=document["test"],
         libraries=document["libraries"],
+        reasons=_reasons_of(document.get("reasons")),
     )
+
+
+def _reasons_of(document: dict[str, Any] | None) -> ReasonsDescription | None:
+    if document is None:
+        return None
+    return ReasonsDescription(**{**document, "features": tuple(document["features"])})
 
 
 def test_the_committed_metadata_is_what_the_writer_writes() -> None:
@@ -76,3 +87,33 @@ def test_the_committed_metadata_is_what_the_writer_writes() -> None:
     written = json.dumps(metadata_document(values), indent=2, sort_keys=True) + "\n"
     assert written == (directory / METADATA_FILE).read_text()
     assert model_info(committed, (directory / MODEL_FILE).read_bytes()).version == values.version
+
+
+def test_the_committed_model_has_its_reason_codes() -> None:
+    directory = MODELS / (MODELS / POINTER_FILE).read_text().strip()
+    committed = json.loads((directory / METADATA_FILE).read_text())
+    assert set(committed["reasons"]) == {
+        "file", "sha256", "method", "output", "base_value", "input_name", "output_name",
+        "features", "faithfulness_max_abs_diff",
+    }
+    info = model_info(
+        committed,
+        (directory / MODEL_FILE).read_bytes(),
+        reasons_bytes=(directory / REASONS_FILE).read_bytes(),
+    )
+    assert info.reasons == _values_of(committed).reasons
+    assert info.reasons is not None and info.reasons.file == REASONS_FILE
+    assert info.reasons.features == tuple(committed["features"]["names"])
+    assert (info.reasons.method, info.reasons.output) == ("path_contributions", "probability")
+    assert 0.0 < info.reasons.base_value < 1.0
+    assert info.reasons.faithfulness_max_abs_diff <= 1e-5
+
+
+def test_a_model_without_reasons_writes_no_reasons_object() -> None:
+    directory = MODELS / (MODELS / POINTER_FILE).read_text().strip()
+    committed = json.loads((directory / METADATA_FILE).read_text())
+    values = dataclasses.replace(_values_of(committed), reasons=None)
+    document = metadata_document(values)
+    assert "reasons" not in document
+    assert document == {k: v for k, v in committed.items() if k != "reasons"}
+    assert model_info(document, (directory / MODEL_FILE).read_bytes()).reasons is None

@@ -1,4 +1,5 @@
-"""ONNX export ≈ scikit-learn, for every candidate type, and the shipped model matches this code.
+"""ONNX export ≈ scikit-learn, for every candidate type, and the shipped model matches this code;
+the same for the contributions models of reason codes (training/reasons.py).
 
 HistGradientBoosting is the case that broke under protobuf 7 (a bool in an int attribute,
 see training/onnx_compat.py); its conversion here is the regression test for that fix.
@@ -22,7 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from fraudcore import FEATURE_NAMES
-from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, model_info
+from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, REASONS_FILE, model_info
+from training import reasons
 from training.export import INPUT_NAME, PARITY_TOLERANCE, ParityError, check_parity, convert
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +101,14 @@ def test_converted_model_has_the_named_float32_input_and_probability_output(
     assert probabilities.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+def test_the_same_model_converts_to_the_same_bytes(fitted: tuple[Any, bytes]) -> None:
+    """The version is the bytes' sha256: exporting a model again must not change it (skl2onnx
+    names the graph with a random UUID unless told otherwise)."""
+    model, model_bytes = fitted
+    assert convert(model, N_FEATURES) == model_bytes
+    assert onnx.load_from_string(model_bytes).graph.name == "fraud_model"
+
+
 def test_parity_with_scikit_learn(fitted: tuple[Any, bytes]) -> None:
     model, model_bytes = fitted
     worst = check_parity(model_bytes, model, X_TEST)
@@ -111,6 +121,24 @@ def test_parity_with_scikit_learn(fitted: tuple[Any, bytes]) -> None:
         onnx_proba[:, 1], model.predict_proba(X_TEST)[:, 1], rtol=0, atol=1e-5
     )
     np.testing.assert_allclose(onnx_proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_reasons_model_has_the_same_input_and_one_contribution_per_feature(
+    fitted: tuple[Any, bytes],
+) -> None:
+    model, _ = fitted
+    built = reasons.build(model, N_FEATURES)
+    graph = onnx.load_from_string(built.onnx).graph
+    onnx.checker.check_model(onnx.load_from_string(built.onnx), full_check=True)
+    assert [i.name for i in graph.input] == [INPUT_NAME]
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [o.name for o in graph.output] == [reasons.OUTPUT_NAME] == ["contributions"]
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        assert len(dims) == 2 and dims[1].dim_value == N_FEATURES
+        assert not dims[0].HasField("dim_value")
+    worst = reasons.check_faithfulness(built, model, X_TEST)
+    assert 0.0 <= worst <= reasons.FAITHFULNESS_TOLERANCE
 
 
 def test_parity_fails_when_the_bytes_belong_to_another_model() -> None:
@@ -166,3 +194,25 @@ def test_shipped_model_scores_a_zero_vector(shipped: tuple[str, dict[str, Any], 
     assert np.all(np.isfinite(proba))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(proba[0], proba[1])  # deterministic
+
+
+def test_shipped_reasons_match_the_shipped_model(
+    shipped: tuple[str, dict[str, Any], bytes],
+) -> None:
+    version, metadata, model_bytes = shipped
+    reasons_bytes = (ROOT / "models" / version / REASONS_FILE).read_bytes()
+    info = model_info(metadata, model_bytes, reasons_bytes=reasons_bytes)
+    assert info.reasons is not None
+    session = ort.InferenceSession(reasons_bytes, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [info.reasons.input_name] == ["features"]
+    assert session.get_inputs()[0].type == "tensor(float)"
+    assert [o.name for o in session.get_outputs()] == [info.reasons.output_name]
+    rows = np.zeros((3, N_FEATURES), dtype=np.float32)
+    rows[:, 0] = [5.0, 50.0, 500.0]
+    found = session.run([info.reasons.output_name], {info.reasons.input_name: rows})[0]
+    assert found.shape == rows.shape
+    model = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    proba = model.run([info.output_name], {info.input_name: rows})[0][:, 1]
+    np.testing.assert_allclose(
+        found.astype(np.float64).sum(axis=1) + info.reasons.base_value, proba, rtol=0, atol=1e-5
+    )

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from fraudcore import FEATURE_NAMES
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, ModelInfo, model_info
 from fraudcore.errors import ModelError, ModelIntegrityError
+from service.reasons import load_explainer
 
 __all__ = ["CHALLENGER_FILE", "Model", "ModelHolder", "Refusal", "load_current", "load_model"]
 
@@ -90,7 +91,8 @@ def load_model(directory: Path) -> Model:
         ) from exc
     model = Model(info, session)
     _test_score(model, directory)
-    return model
+    # What explains its scores travels with it: checked now, or the model is refused.
+    return Model(info, session, load_explainer(directory, info, score=model.score))
 
 
 def _test_score(model: Model, directory: Path) -> None:

@@ -26,13 +26,13 @@ from fraudcore import (
     parse_label,
     parse_transaction,
 )
+from service.reasons import Reason
 
 __all__ = [
     "MAX_DLQ_PAYLOAD",
     "DeadLetter",
     "Decision",
     "Message",
-    "Reason",
     "Shadow",
     "Source",
     "Where",
@@ -116,16 +116,6 @@ class Shadow:
 
 
 @dataclass(frozen=True, slots=True)
-class Reason:
-    """One feature's part in a score: its value and its contribution (in the model's output
-    space: probability for a forest, log-odds for linear and boosted models)."""
-
-    feature: str
-    value: float
-    contribution: float
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     """One transaction's decision. ``rules`` (the ids of the rules that fired, in file
     order) and ``rules_version`` are written only while a rules file is set
@@ -156,10 +146,7 @@ class Decision:
             extra["rules"] = self.rules
             extra["rules_version"] = self.rules_version
         if self.reasons is not None:
-            extra["reasons"] = [
-                {"feature": r.feature, "value": r.value, "contribution": round(r.contribution, 6)}
-                for r in self.reasons
-            ]
+            extra["reasons"] = self.reasons
         if self.shadow is not None:
             extra["shadow"] = {
                 "model_version": self.shadow.model_version,

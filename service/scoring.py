@@ -29,15 +29,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from fraudcore import FEATURE_NAMES, Transaction, decide
+from fraudcore import Transaction, decide
 from fraudrules import combine
 from service import metrics
 from service.model import Model
 from service.ports import Models, Rules
-from service.records import Decision, Reason, Shadow
+from service.reasons import top_reasons
+from service.records import Decision, Shadow
 from service.rules import apply_rules
 
-__all__ = ["REASONS", "score_batch", "top_reasons"]
+__all__ = ["REASONS", "score_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -137,22 +138,9 @@ def _explained(
         return decisions
     explained = list(decisions)
     for row, i in zip(contributions, wanted, strict=True):
-        explained[i] = replace(decisions[i], reasons=top_reasons(row, rows[i]))
+        explained[i] = replace(decisions[i], reasons=top_reasons(row, rows[i], k=REASONS))
     metrics.STAGE_SECONDS.labels("reasons").observe(time.perf_counter() - started)
     return explained
-
-
-def top_reasons(
-    contributions: np.ndarray, features: Sequence[float], k: int = REASONS
-) -> tuple[Reason, ...]:
-    """The ``k`` features whose contributions are the largest above zero (towards fraud),
-    largest first; fewer when fewer push the score up."""
-    order = np.argsort(-contributions, kind="stable")[:k]
-    return tuple(
-        Reason(FEATURE_NAMES[i], float(features[i]), float(contributions[i]))
-        for i in order
-        if contributions[i] > 0.0
-    )
 
 
 def _failed(what: str, version: str, exc: Exception) -> None:

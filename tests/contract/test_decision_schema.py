@@ -11,7 +11,8 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from fraudcore import FEATURE_NAMES, Transaction
-from service.records import Decision, Reason, Shadow
+from service.reasons import Reason
+from service.records import Decision, Shadow
 
 SCHEMA = Draft202012Validator(json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "schemas" / "decision.schema.json").read_text()
@@ -22,7 +23,8 @@ TX = Transaction("t1", "c1", "term", 12.5, datetime(2018, 8, 8, 12, tzinfo=UTC))
 def test_a_decision_with_shadow_and_reasons_matches_the_schema() -> None:
     decision = Decision(
         TX, 0.91, "decline", "abc", 1.5e9,
-        reasons=(Reason(FEATURE_NAMES[0], 912.0, 0.41), Reason(FEATURE_NAMES[14], 3.0, 0.1)),
+        reasons=(Reason(feature=FEATURE_NAMES[0], value=912.0, contribution=0.41),
+                 Reason(feature=FEATURE_NAMES[14], value=None, contribution=0.1)),
         shadow=Shadow("def", 0.42, "review"),
     )
     document = orjson.loads(decision.to_json())
@@ -39,7 +41,8 @@ def test_without_them_a_decision_has_neither_field() -> None:
 
 def test_the_schema_refuses_a_wrong_shadow_or_reason() -> None:
     good = orjson.loads(Decision(TX, 0.91, "decline", "abc", 1.5e9,
-                                 reasons=(Reason("amount", 912.0, 0.41),),
+                                 reasons=(Reason(feature="amount", value=912.0,
+                                                 contribution=0.41),),
                                  shadow=Shadow("def", 0.42, "review")).to_json())
     for path, value in [(("shadow", "action"), "allow"), (("shadow", "score"), 1.5),
                         (("reasons", 0, "feature"), "nope"),

@@ -19,8 +19,8 @@ from fraudcore import FEATURE_NAMES, Thresholds, Transaction
 from fraudrules import parse_rules
 from fraudrules.ruleset import RuleSet
 from service.model import Model, ModelHolder
-from service.records import Decision, Reason
-from service.scoring import REASONS, score_batch, top_reasons
+from service.records import Decision
+from service.scoring import score_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -175,9 +175,9 @@ def test_reasons_only_for_the_decisions_that_do_not_approve(live: Model) -> None
     assert [d.reasons is None for d in decisions] == [True, False, True, False]
     reasons = decisions[1].reasons
     assert reasons == (
-        Reason(FEATURE_NAMES[3], 0.0, pytest.approx(0.2)),
-        Reason(FEATURE_NAMES[5], 0.0, pytest.approx(0.1)),
-        Reason(FEATURE_NAMES[7], 0.0, pytest.approx(0.05)),
+        {"feature": FEATURE_NAMES[3], "value": 0.0, "contribution": 0.2},
+        {"feature": FEATURE_NAMES[5], "value": 0.0, "contribution": 0.1},
+        {"feature": FEATURE_NAMES[7], "value": 0.0, "contribution": 0.05},
     )
     record = orjson.loads(decisions[3].to_json())
     assert [r["feature"] for r in record["reasons"]] == [FEATURE_NAMES[i] for i in (3, 5, 7)]
@@ -197,16 +197,3 @@ def test_failing_reasons_decide_without_them(live: Model) -> None:
     decisions = decide(Models(explained(live, FixedExplainer(ValueError("bad")))), [900.0], rules)
     assert decisions[0].action == "review" and decisions[0].reasons is None
     assert metric("fraud_reason_failures_total") - before == 1
-
-
-def test_top_reasons_are_the_largest_positive_contributions_with_their_values() -> None:
-    contributions = np.zeros(N)
-    contributions[[2, 4, 6, 8]] = [0.01, 0.3, -0.5, 0.3]
-    values = [float(i) for i in range(N)]
-    assert top_reasons(contributions, values) == (
-        Reason(FEATURE_NAMES[4], 4.0, 0.3),  # a tie keeps feature order
-        Reason(FEATURE_NAMES[8], 8.0, 0.3),
-        Reason(FEATURE_NAMES[2], 2.0, 0.01),
-    )
-    assert len(top_reasons(contributions, values, k=REASONS + 5)) == 3  # never a negative one
-    assert top_reasons(np.full(N, -1.0), values) == ()

@@ -37,7 +37,7 @@ from service.lists import ListsHolder
 from service.ports import Rules
 from service.records import Decision
 
-__all__ = ["Refusal", "RulesHolder", "apply_rules"]
+__all__ = ["Refusal", "RulesHolder", "apply_rules", "list_lookups"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,17 @@ class RulesHolder:
 
 
 
+def list_lookups(holder: Rules, rules: RuleSet) -> tuple[Lists | None, bool]:
+    """The contents of the lists ``rules`` read, for one batch (None: they read none), and
+    whether they may be stale (a failed read, or no lists at all: empty, and stale)."""
+    if not rules.uses:
+        return None, False
+    lists = holder.lists if isinstance(holder, RulesHolder) else None
+    if lists is None:
+        return {use.name: frozenset[str]() for use in rules.uses}, True
+    return lists.lookups(rules), lists.stale
+
+
 def apply_rules(
     holder: Rules | None, decisions: list[Decision], rows: Sequence[Sequence[float]]
 ) -> list[Decision]:
@@ -151,13 +162,7 @@ def apply_rules(
     if holder is None or rules is None:
         return decisions
     started = time.perf_counter()
-    lists = holder.lists if isinstance(holder, RulesHolder) else None
-    lookups: Lists | None = None
-    stale = False
-    if rules.uses and lists is None:
-        lookups, stale = {use.name: frozenset[str]() for use in rules.uses}, True
-    elif rules.uses and lists is not None:
-        lookups, stale = lists.lookups(rules), lists.stale
+    lookups, stale = list_lookups(holder, rules)
     hits: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     first: dict[str, tuple[str, str]] = {}  # rule id -> its first failure in the batch

@@ -36,7 +36,7 @@ from service.model import Model
 from service.ports import Models, Rules
 from service.reasons import top_reasons
 from service.records import Decision, Shadow
-from service.rules import apply_rules
+from service.rules import apply_rules, list_lookups
 
 __all__ = ["REASONS", "score_batch"]
 
@@ -101,6 +101,8 @@ def _shadowed(
         return decisions
     ruleset = holder.rules if holder is not None else None  # the batch's (no await since)
     rescore = ruleset is not None and any(f.name == "score" for f in ruleset.fields)
+    # The same lists as the live rules saw (no await since either).
+    lookups = list_lookups(holder, ruleset)[0] if rescore and holder and ruleset else None
     actions = {rule.id: rule.action for rule in ruleset.rules} if ruleset is not None else {}
     thresholds = challenger.info.thresholds
     shadowed = []
@@ -108,7 +110,8 @@ def _shadowed(
         action = decide(score, thresholds)
         if ruleset is not None:
             fired = (
-                [rule.action for rule in ruleset.evaluate(decision.transaction, row, score).fired]
+                [rule.action
+                 for rule in ruleset.evaluate(decision.transaction, row, score, lookups).fired]
                 if rescore
                 else [actions[rule_id] for rule_id in decision.rules]
             )

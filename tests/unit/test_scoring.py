@@ -197,3 +197,22 @@ def test_failing_reasons_decide_without_them(live: Model) -> None:
     decisions = decide(Models(explained(live, FixedExplainer(ValueError("bad")))), [900.0], rules)
     assert decisions[0].action == "review" and decisions[0].reasons is None
     assert metric("fraud_reason_failures_total") - before == 1
+
+
+def test_the_shadow_sees_the_lists_the_live_rules_saw(live: Model) -> None:
+    """Rules that read the score and a list: evaluated again for the shadow with the
+    batch's list contents (without them evaluation raises, which would hold the batch)."""
+    rules = parse_rules(b"""lists:
+  blocked_terminals: terminal_id
+rules:
+  - id: blocked
+    when: terminal_id in blocked_terminals
+    action: decline
+  - id: high-score
+    when: score > 0.7
+    action: review
+""")
+    decisions = decide(Models(live, challenger(live, [0.8, 0.1], review=0.95, decline=0.99)),
+                       [10.0, 20.0], rules)
+    assert [d.action for d in decisions] == ["approve", "approve"]  # the lists read empty
+    assert [d.shadow.action for d in decisions if d.shadow] == ["review", "approve"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -94,11 +95,23 @@ def _shadowed(
 ) -> list[Decision]:
     started = time.perf_counter()
     try:
-        scores = challenger.score(matrix).tolist()
+        shadowed = _shadow(challenger, holder, decisions, matrix, rows)
     except Exception as exc:  # noqa: BLE001 - the challenger never holds the stream
         _failed("shadow", challenger.version, exc)
         metrics.SHADOW_FAILURES.inc()
         return decisions
+    metrics.STAGE_SECONDS.labels("shadow").observe(time.perf_counter() - started)
+    return shadowed
+
+
+def _shadow(
+    challenger: Model,
+    holder: Rules | None,
+    decisions: list[Decision],
+    matrix: np.ndarray,
+    rows: Sequence[Sequence[float]],
+) -> list[Decision]:
+    scores = challenger.score(matrix).tolist()
     ruleset = holder.rules if holder is not None else None  # the batch's (no await since)
     rescore = ruleset is not None and any(f.name == "score" for f in ruleset.fields)
     # The same lists as the live rules saw (no await since either).
@@ -116,9 +129,11 @@ def _shadowed(
                 else [actions[rule_id] for rule_id in decision.rules]
             )
             action = combine(action, fired)
-        metrics.SHADOW_DECISIONS.labels(decision.action, action).inc()
         shadowed.append(replace(decision, shadow=Shadow(challenger.version, score, action)))
-    metrics.STAGE_SECONDS.labels("shadow").observe(time.perf_counter() - started)
+    for (action, shadow_action), count in Counter(
+        (d.action, d.shadow.action) for d in shadowed if d.shadow is not None
+    ).items():
+        metrics.SHADOW_DECISIONS.labels(action, shadow_action).inc(count)
     return shadowed
 
 
@@ -135,13 +150,13 @@ def _explained(
     started = time.perf_counter()
     try:
         contributions = explainer.explain(matrix[wanted])
+        explained = list(decisions)
+        for row, i in zip(contributions, wanted, strict=True):
+            explained[i] = replace(decisions[i], reasons=top_reasons(row, rows[i], k=REASONS))
     except Exception as exc:  # noqa: BLE001 - reasons never hold the stream
         _failed("reasons", model.version, exc)
         metrics.REASON_FAILURES.inc()
         return decisions
-    explained = list(decisions)
-    for row, i in zip(contributions, wanted, strict=True):
-        explained[i] = replace(decisions[i], reasons=top_reasons(row, rows[i], k=REASONS))
     metrics.STAGE_SECONDS.labels("reasons").observe(time.perf_counter() - started)
     return explained
 

@@ -216,3 +216,24 @@ rules:
                        [10.0, 20.0], rules)
     assert [d.action for d in decisions] == ["approve", "approve"]  # the lists read empty
     assert [d.shadow.action for d in decisions if d.shadow] == ["review", "approve"]
+
+
+
+def test_anything_failing_in_the_shadow_decides_without_it(live: Model) -> None:
+    """Not only the challenger's call: a challenger that answers one score for two rows
+    fails further on (pairing scores with decisions), and the batch is still decided."""
+    before = metric("fraud_shadow_failures_total")
+    short = challenger(live, [0.9])  # FixedSession answers at most one score
+    decisions = decide(Models(live, short), [10.0, 20.0])
+    assert [d.shadow for d in decisions] == [None, None]
+    assert [d.action for d in decisions] == ["approve", "approve"]
+    assert metric("fraud_shadow_failures_total") - before == 1
+
+
+def test_anything_failing_in_the_reasons_decides_without_them(live: Model) -> None:
+    before = metric("fraud_reason_failures_total")
+    explainer = FixedExplainer([0.1] * (N - 1))  # one contribution short: top_reasons refuses
+    rules = parse_rules(b"rules:\n  - id: big\n    when: amount > 500\n    action: review\n")
+    decisions = decide(Models(explained(live, explainer)), [900.0], rules)
+    assert decisions[0].action == "review" and decisions[0].reasons is None
+    assert metric("fraud_reason_failures_total") - before == 1

@@ -1,7 +1,7 @@
 """``make bench``: the worker's speed, latency, memory and cost on the real local stack.
 
-    python -m fraudtools.bench            # the full run (about 7 minutes)
-    python -m fraudtools.bench --quick    # a short run (about 2 minutes)
+    python -m fraudtools.bench            # the full run (about 10 minutes)
+    python -m fraudtools.bench --quick    # a short run (about 3 minutes)
 
 One run measures, on the broker and Redis of ``make up`` and the real worker process
 (``python -m service``, started here on topics, a consumer group and a Redis key prefix

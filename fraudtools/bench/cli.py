@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fraudtools.bench",
                                      description=fraudtools.bench.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a short run (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about 3 minutes)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka brokers")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                         help="the one Redis (--redis-mode single)")

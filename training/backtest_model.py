@@ -8,7 +8,7 @@ onnxruntime session with the worker's options (one thread, sequential) and the
 probability of fraud read from the output the metadata names. ``tests/unit/
 test_backtest.py`` checks that the scores are the worker's, row for row.
 
-A model is named by its version directory (``models/26a1d61fb016``), by a pointer file
+A model is named by its version directory (``models/475f35760321``), by a pointer file
 (``models/current``, ``models/challenger``: the version it names, beside it) or by a
 models directory holding a ``current`` pointer.
 """

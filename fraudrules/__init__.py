@@ -24,13 +24,12 @@ Every rule that fired is named in the decision (file order), whichever action wo
 decision also names the rules version, the start of the SHA-256 of the file's bytes.
 
 A rule reads the fields of :data:`~fraudrules.fields.FIELDS`: the transaction's
-(``amount``, ``terminal_id``, ``hour``, ``channel``, ``extra.device``, ...), every feature by its name,
-and the model's ``score``; and the lists the file declares, as ``card_id in blocked_cards``
-(:mod:`fraudrules.ruleset`: the caller hands over, per batch, each list's membership; the
-service keeps them in Redis, docs/lists.md). A file that does not load or compile raises
-:class:`RulesError` naming the rule and the position; a rule that fails on one transaction
-at run time does not fire (:attr:`Evaluation.failed`).
-"""
+(``amount``, ``terminal_id``, ``hour``, ``channel``, ``extra.device``, ...), every feature
+by its name, and the model's ``score``; and the lists the file declares, as ``card_id in
+blocked_cards`` (:mod:`fraudrules.ruleset`: the caller hands over, per batch, each list's
+membership; the service keeps them in Redis, docs/lists.md). A file that does not load or
+compile raises :class:`RulesError` naming the rule and the position; a rule that fails on
+one transaction at run time does not fire (:attr:`Evaluation.failed`). """
 
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ def current_version(model_dir: Path, pointer_file: str = POINTER_FILE) -> str:
         raise ModelIntegrityError(
             f"no model pointer at {pointer}; train one with `make train`"
         ) from exc
-    if not version or "/" in version or version.startswith("."):
+    if not version or "/" in version or version.startswith(".") or not version.isprintable():
         raise ModelIntegrityError(f"{pointer} does not name a model version: {version!r}")
     return version
 

@@ -70,8 +70,10 @@ def test_a_new_current_model_replaces_the_old_one(models: Path) -> None:
 
 @pytest.mark.parametrize(
     "pointer",
-    [None, "", "   \n", "../elsewhere", ".hidden", "a/b", b"\xff\xfe half-written"],
-    ids=["missing", "empty", "blank", "parent", "dot", "slash", "not-utf8"],
+    [None, "", "   \n", "../elsewhere", ".hidden", "a/b", b"\xff\xfe half-written",
+     b"abc\x00def", b"\x00"],
+    ids=["missing", "empty", "blank", "parent", "dot", "slash", "not-utf8", "nul-inside",
+         "nul"],
 )
 def test_an_unreadable_pointer_keeps_the_old_model(
     models: Path, pointer: str | bytes | None, caplog: pytest.LogCaptureFixture

@@ -29,7 +29,8 @@ by its name, and the model's ``score``; and the lists the file declares, as ``ca
 blocked_cards`` (:mod:`fraudrules.ruleset`: the caller hands over, per batch, each list's
 membership; the service keeps them in Redis, docs/lists.md). A file that does not load or
 compile raises :class:`RulesError` naming the rule and the position; a rule that fails on
-one transaction at run time does not fire (:attr:`Evaluation.failed`). """
+one transaction at run time does not fire (:attr:`Evaluation.failed`).
+"""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -92,6 +92,7 @@ class Rule:
     line: int  # where the rule starts in its file (1-based)
     description: str = ""
     program: cel.Program | None = field(default=None, repr=False, compare=False)
+    reads: frozenset[str] = field(default=frozenset(), compare=False)  # the names it uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,18 @@ class RuleSet:
             text = list_text(raw)
             found[use.name] = [raw] if text is not None and text in lists[use.name] else []
         return found
+
+    def reading(self, name: str) -> RuleSet:
+        """The rules of this set that read ``name`` (``"score"``: those a challenger's
+        score can change), with the fields and lists they need; the same version."""
+        rules = tuple(rule for rule in self.rules if name in rule.reads)
+        used = {read for rule in rules for read in rule.reads}
+        return replace(
+            self,
+            rules=rules,
+            fields=tuple(f for f in self.fields if f.name in used),
+            uses=tuple(use for use in self.uses if use.name in used),
+        )
 
     def evaluate(
         self, tx: Transaction, features: Sequence[float], score: float, lists: Lists | None = None
@@ -351,7 +364,7 @@ class _Reader:
                             rule=rule_id)
         program = self._compile(when, when_node, rule_id)
         return Rule(rule_id, when, action, node.start_mark.line + 1,
-                    description, program)
+                    description, program, frozenset(self.names[rule_id]))
 
     def _compile(self, when: str, node: Any, rule: str) -> cel.Program:
         try:

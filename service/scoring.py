@@ -11,8 +11,8 @@ either is counted (``fraud_shadow_failures_total``, ``fraud_reason_failures_tota
 logged once per model version, and the batch is decided without them.
 
 **The shadow** is what the decision would have been with the challenger in the model's
-place: its score against its own thresholds, then the same rules (evaluated again on the
-challenger's score when the rules read ``score``; otherwise those that fired). It never
+place: its score against its own thresholds, then the same rules (those that read
+``score`` evaluated again on the challenger's; the others as they fired). It never
 changes ``action``; ``fraud_shadow_decisions_total{action, shadow_action}`` counts both.
 
 **Reasons** are computed only for the decisions that do not approve (the approve path pays
@@ -113,21 +113,20 @@ def _shadow(
 ) -> list[Decision]:
     scores = challenger.score(matrix).tolist()
     ruleset = holder.rules if holder is not None else None  # the batch's (no await since)
-    rescore = ruleset is not None and any(f.name == "score" for f in ruleset.fields)
-    # The same lists as the live rules saw (no await since either).
-    lookups = list_lookups(holder, ruleset)[0] if rescore and holder and ruleset else None
-    actions = {rule.id: rule.action for rule in ruleset.rules} if ruleset is not None else {}
+    # Rules that read the score are evaluated again on the challenger's, with the same
+    # lists the live rules saw (no await since either); the others fired as they did.
+    again = ruleset.reading("score") if ruleset is not None else None
+    lookups = list_lookups(holder, again)[0] if holder and again and again.rules else None
+    kept = {r.id: r.action for r in ruleset.rules if "score" not in r.reads} if ruleset else {}
     thresholds = challenger.info.thresholds
     shadowed = []
     for decision, score, row in zip(decisions, scores, rows, strict=True):
         action = decide(score, thresholds)
         if ruleset is not None:
-            fired = (
-                [rule.action
-                 for rule in ruleset.evaluate(decision.transaction, row, score, lookups).fired]
-                if rescore
-                else [actions[rule_id] for rule_id in decision.rules]
-            )
+            fired = [kept[rule_id] for rule_id in decision.rules if rule_id in kept]
+            if again is not None and again.rules:
+                fired += [rule.action for rule in
+                          again.evaluate(decision.transaction, row, score, lookups).fired]
             action = combine(action, fired)
         shadowed.append(replace(decision, shadow=Shadow(challenger.version, score, action)))
     for (action, shadow_action), count in Counter(

@@ -237,3 +237,25 @@ def test_anything_failing_in_the_reasons_decides_without_them(live: Model) -> No
     decisions = decide(Models(explained(live, explainer)), [900.0], rules)
     assert decisions[0].action == "review" and decisions[0].reasons is None
     assert metric("fraud_reason_failures_total") - before == 1
+
+
+def test_only_the_rules_that_read_the_score_are_evaluated_again() -> None:
+    rules = parse_rules(b"""lists:
+  blocked_terminals: terminal_id
+rules:
+  - id: blocked
+    when: terminal_id in blocked_terminals
+    action: decline
+  - id: band
+    when: score > 0.5 && amount > 100
+    action: review
+  - id: night
+    when: hour < 6
+    action: review
+""")
+    again = rules.reading("score")
+    assert [r.id for r in again.rules] == ["band"]
+    assert {f.name for f in again.fields} == {"score", "amount"}
+    assert again.uses == () and again.version == rules.version
+    assert [r.id for r in rules.reading("blocked_terminals").rules] == ["blocked"]
+    assert {u.name for u in rules.reading("blocked_terminals").uses} == {"blocked_terminals"}

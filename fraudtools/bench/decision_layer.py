@@ -1,36 +1,30 @@
 """What the decision layer costs: 50 rules, reason codes and a shadow model against the
-plain path, measured in one run.
+plain path, in one run.
 
     python -m fraudtools.bench.decision_layer [--transactions 40000] [--rounds 5]
     python -m fraudtools.bench.decision_layer --redis-mode cluster [--json PATH]
 
 In-process, as :mod:`fraudtools.bench.processor`: the worker's ``BatchPipeline.decide`` on
 the local Redis (the worker's own store, ``service.stores.build_store``), batches of 500,
-every decision encoded with ``to_json()``. The same generated transactions, carrying the
-optional currency, mcc, country and channel a payment system sends (one in ten without
-them), go through each variant:
+each decision encoded with ``to_json()``. The same generated transactions, with the
+optional currency, mcc, country and channel (one in ten without), go through each variant:
+``plain`` (the shipped model, no rules, no challenger), ``rules50`` (and the rules of
+:data:`RULES` in a temp file, ``RulesHolder``), ``shadow`` (and a challenger: a copy of
+the shipped model under another version name, ``ModelHolder`` on a temp models directory,
+so a second model of the same size), ``reasons`` (the model's explainer, on the decisions
+that do not approve) and ``all`` (the three, the real holders). The first three use the
+model with its explainer taken off, so each variant adds one thing.
 
-    plain    the shipped model (models/current), no rules, no challenger
-    rules50  the same and the 50 rules of :data:`RULES` (a temp file, ``RulesHolder``)
-    shadow   the same and a challenger: a copy of the shipped model under another version
-             name, ``models/challenger`` naming it (``ModelHolder`` on a temp models
-             directory): the same forest, so a second model of the same size
-    reasons  the shipped model with its explainer: reasons on the decisions that do not
-             approve
-    all      rules50 + shadow + reasons (the real holders: ``ModelHolder``, ``RulesHolder``)
-
-plain, rules50 and shadow use the shipped model with its explainer taken off, so each
-variant adds one thing. Interleaved in rounds: every variant once a round (the order
-turned by one each round), each on a fresh key prefix (removed after it) and the same
-transactions, the first half warming the state up, not measured. Per variant: the median
-over the rounds of the transactions a second and of µs of this process's CPU a
-transaction, and the median of each round's ratio to plain (measured in the same round).
-Also the share of decisions that do not approve (the only ones explained), the decisions
-the rules fired on and changed, rule errors, and the stage times the worker records itself
-(``fraud_stage_seconds``: rules, shadow, reasons; reasons also per explained row).
-
-A model without an explainer is not measured for reasons: the variant says
-:data:`NOT_AVAILABLE`, and ``all`` runs without them; nothing is estimated.
+Rounds: each gives every variant a fresh key prefix (removed after it) and the same
+transactions, the variants taking turns batch by batch (the order turned by one each
+batch), so a shared machine's drifts fall on all of them alike; the first half warms the
+state up, the second is timed. Per variant: medians over the rounds of transactions a
+second and of µs of this process's CPU a transaction, the median of each round's ratio to
+plain, the share not approving (the only decisions explained), the decisions the rules
+fired on and changed, rule errors, and the worker's own stage times
+(``fraud_stage_seconds``; reasons also per explained row). A model without an explainer
+is not measured for reasons (:data:`NOT_AVAILABLE`; ``all`` runs without): nothing is
+estimated.
 """
 
 from __future__ import annotations
@@ -41,9 +35,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +50,7 @@ from fraudcore.artifacts import METADATA_FILE, POINTER_FILE
 from fraudtools.bench import data as bench_data
 from fraudtools.bench.kafka import freeze_gc, runner
 from fraudtools.bench.metrics import progress
+from fraudtools.bench.processor import _NoSink  # decide() sends nothing
 from fraudtools.bench.redis_nodes import MODES, RedisTarget
 from fraudtools.bench.report import decision_layer_lines
 from fraudtools.worker_process import ROOT
@@ -95,18 +90,15 @@ RULES: tuple[tuple[str, str, str], ...] = (  # (id, action, when)
     ("terminal-fraud-7d", "review",
      "fraud_rate_by_terminal_7d_delay7d > 0.5 && tx_count_by_terminal_7d_delay7d >= 4"),
     ("terminal-fraud-count", "review", "fraud_count_by_terminal_30d_delay7d >= 10"),
-    ("terminal-recent-fraud", "review",
-     "fraud_age_days_min_by_terminal_37d < 1.0 && amount > 400"),
+    ("terminal-recent-fraud", "review", "fraud_age_days_min_by_terminal_37d < 1.0 && amount > 400"),
     ("new-card-large", "review", "tx_count_by_card_30d == 0 && amount > 1000"),
     ("rapid-repeat", "review", "seconds_since_last_by_card_30d < 10.0 && amount > 200"),
     ("weekend-night-large", "review", "is_weekend == 1 && is_night == 1 && amount > 1500"),
     ("sunday-atm", "review", 'weekday == 7 && channel == "atm" && amount > 800'),
-    ("online-at-night", "review",
-     'hour < 6 && channel == "online" && tx_count_by_card_1h >= 3'),
+    ("online-at-night", "review", 'hour < 6 && channel == "online" && tx_count_by_card_1h >= 3'),
     ("moto-large", "review", 'channel == "moto" && amount > 1200'),
     ("atm-velocity", "review", 'channel == "atm" && tx_count_by_card_1d >= 10'),
-    ("foreign-currency-large", "review",
-     'currency != "" && currency != "EUR" && amount > 1500'),
+    ("foreign-currency-large", "review", 'currency != "" && currency != "EUR" && amount > 1500'),
     ("watched-currency", "review", 'currency in ["RUB", "NGN", "VND"] && amount > 300'),
     ("gambling", "review", 'mcc in ["7995", "7800", "7801", "7802"] && amount > 500'),
     ("quasi-cash", "decline", 'mcc in ["6051", "6540", "4829"] && amount > 1000'),
@@ -210,6 +202,8 @@ class Run:
     explained: int = 0
     rule_errors: int = 0
     stages: Mapping[str, float] = field(default_factory=dict)  # seconds by stage
+    decided: int = 0
+    dead: int = 0  # dead-lettered
 
     @property
     def tps(self) -> float:
@@ -279,13 +273,6 @@ def summarize(runs: Sequence[Run], *, explains: bool) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ measuring
-class _NoSink:
-    """:meth:`BatchPipeline.decide` sends nothing: a send here is a bug."""
-
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
-        raise RuntimeError(f"the in-process benchmark sends nothing (asked to send to {topic})")
-
-
 @dataclass(frozen=True)
 class _Fixed:
     """A :class:`service.ports.Models` that never changes."""
@@ -360,52 +347,88 @@ def _sums(metric: Any, suffix: str, label: str | None = None) -> dict[str, float
     return out
 
 
-async def _run(name: str, round_no: int, setup: _Setup, messages: Sequence[Message], *,
-               url: str, mode: str, settings: Mapping[str, str],
-               thresholds: Thresholds) -> Run:
-    prefix = f"bench-decisions-{uuid.uuid4().hex[:8]}"
-    config = Settings.model_validate({**settings, "env": "development", "redis_mode": mode,
-                                      "redis_url": SecretStr(url), "redis_key_prefix": prefix})
-    store = build_store(config)
-    pipeline = BatchPipeline(store, setup.models, _NoSink(),
-                             topics=OutputTopics("decisions", "alerts", "dlq"), rules=setup.rules)
-    half = len(messages) // 2
-    not_approve = fired = changed = shadowed = explained = decided = dead = 0
+async def _measured(name: str, round_no: int, pipeline: BatchPipeline,
+                    batch: Sequence[Message], thresholds: Thresholds) -> Run:
+    """Decide one batch, timed: wall and this process's CPU, and the stages' own times."""
+    stages = _sums(metrics.STAGE_SECONDS, "_sum", "stage")
+    errors = _sums(metrics.RULE_ERRORS, "_total").get("", 0.0)
+    not_approve = fired = changed = shadowed = explained = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = await pipeline.decide(batch)
+    for d in result.decisions:
+        d.to_json()
+        if d.action != "approve":
+            not_approve += 1
+        if d.rules:
+            fired += 1
+            changed += d.action != decide(d.score, thresholds)
+        shadowed += d.shadow is not None
+        explained += d.reasons is not None
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = _sums(metrics.STAGE_SECONDS, "_sum", "stage")
+    errors = _sums(metrics.RULE_ERRORS, "_total").get("", 0.0) - errors
+    return Run(name, round_no, len(batch), wall, cpu, not_approve, fired, changed, shadowed,
+               explained, round(errors), {s: after.get(s, 0.0) - stages.get(s, 0.0)
+                                          for s in STAGES},
+               decided=len(result.decisions), dead=len(result.dead_letters))
+
+
+def _plus(a: Run, b: Run) -> Run:
+    """Two parts of one variant's round, summed."""
+    summed = {f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(Run)
+              if f.name not in ("variant", "round_no", "stages")}
+    return Run(a.variant, a.round_no, **summed,
+               stages={s: a.stages.get(s, 0.0) + b.stages.get(s, 0.0) for s in STAGES})
+
+
+async def _round(round_no: int, layer: _Layer, names: Sequence[str],
+                 messages: Sequence[Message], *, url: str, mode: str,
+                 settings: Mapping[str, str]) -> list[Run]:
+    """Every variant on a fresh key prefix, batch by batch in turn (the order turned by one
+    each batch): the first half warms the state up, the second is measured."""
+    prefixes = [f"bench-decisions-{uuid.uuid4().hex[:8]}" for _ in names]
+    stores = []
     try:
-        for i in range(0, half, BATCH):
-            await pipeline.decide(messages[i : i + BATCH])
-        stages = _sums(metrics.STAGE_SECONDS, "_sum", "stage")
-        errors = _sums(metrics.RULE_ERRORS, "_total").get("", 0.0)
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(half, len(messages), BATCH):
-            result = await pipeline.decide(messages[i : i + BATCH])
-            for d in result.decisions:
-                d.to_json()
-                if d.action != "approve":
-                    not_approve += 1
-                if d.rules:
-                    fired += 1
-                    changed += d.action != decide(d.score, thresholds)
-                shadowed += d.shadow is not None
-                explained += d.reasons is not None
-            decided += len(result.decisions)
-            dead += len(result.dead_letters)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        after = _sums(metrics.STAGE_SECONDS, "_sum", "stage")
-        stages = {s: after.get(s, 0.0) - stages.get(s, 0.0) for s in STAGES}
-        errors = _sums(metrics.RULE_ERRORS, "_total").get("", 0.0) - errors
+        pipelines = {}
+        for name, prefix in zip(names, prefixes, strict=True):
+            stores.append(build_store(Settings.model_validate(
+                {**settings, "env": "development", "redis_mode": mode,
+                 "redis_url": SecretStr(url), "redis_key_prefix": prefix})))
+            setup = layer.setups[name]
+            pipelines[name] = BatchPipeline(
+                stores[-1], setup.models, _NoSink(),
+                topics=OutputTopics("decisions", "alerts", "dlq"), rules=setup.rules)
+        half = len(messages) // 2
+        warm = [messages[i : min(i + BATCH, half)] for i in range(0, half, BATCH)]
+        timed = [messages[i : i + BATCH] for i in range(half, len(messages), BATCH)]
+        runs: dict[str, Run] = {}
+        for k, batch in enumerate([*warm, *timed]):
+            turn = (k + round_no) % len(names)
+            for name in [*names[turn:], *names[:turn]]:
+                if k < len(warm):
+                    await pipelines[name].decide(batch)
+                    continue
+                part = await _measured(name, round_no, pipelines[name], batch,
+                                       layer.live.info.thresholds)
+                runs[name] = _plus(runs[name], part) if name in runs else part
     finally:
-        await store.aclose()
-        RedisTarget(mode, url).delete_prefix(prefix)
-    measured = len(messages) - half
-    if decided != measured:  # a rate of dead letters is not a rate of decisions
-        raise RuntimeError(f"{name}: {measured} measured, {decided} decided, {dead} dead-lettered")
-    if setup.shadow and shadowed != decided:
-        raise RuntimeError(f"{name}: the challenger scored {shadowed} of {decided} (it failed)")
-    if setup.explains and explained != not_approve:
-        raise RuntimeError(f"{name}: {explained} of {not_approve} explained (the explainer failed)")
-    return Run(name, round_no, measured, wall, cpu, not_approve, fired, changed, shadowed,
-               explained, round(errors), stages)
+        for store in stores:
+            await store.aclose()
+        target = RedisTarget(mode, url)
+        for prefix in prefixes:
+            target.delete_prefix(prefix)
+    for name, run in runs.items():
+        setup = layer.setups[name]
+        if run.decided != run.measured:  # a rate of dead letters is not a rate of decisions
+            raise RuntimeError(f"{name}: {run.measured} measured, {run.decided} decided, "
+                               f"{run.dead} dead-lettered")
+        if setup.shadow and run.shadowed != run.decided:
+            raise RuntimeError(f"{name}: the challenger scored {run.shadowed} of "
+                               f"{run.decided} (it failed)")
+        if setup.explains and run.explained != run.not_approve:
+            raise RuntimeError(f"{name}: {run.explained} of {run.not_approve} explained (the "
+                               "explainer failed)")
+    return list(runs.values())
 
 
 async def measure(url: str, transactions: int, rounds: int, *, mode: str = "single",
@@ -420,17 +443,15 @@ async def measure(url: str, transactions: int, rounds: int, *, mode: str = "sing
         explains = layer.setups["reasons"].explains
         names = [v.name for v in VARIANTS if explains or v.name != "reasons"]
         for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                run = await _run(name, r, layer.setups[name], messages, url=url, mode=mode,
-                                 settings=settings or {}, thresholds=layer.live.info.thresholds)
-                runs.append(run)
-                progress(f"  decision layer, round {r + 1}/{rounds}, {name}: {run.tps:,.0f}/s, "
-                         f"{run.cpu_us:.1f} µs of CPU a transaction")
-        rules = layer.setups["rules50"].rules
-        ruleset = rules.rules if rules is not None else None
+            done = await _round(r, layer, names, messages, url=url, mode=mode,
+                                settings=settings or {})
+            runs += done
+            progress(f"  decision layer, round {r + 1}/{rounds}: " + ", ".join(
+                f"{run.variant} {run.tps:,.0f}/s {run.cpu_us:.0f} µs" for run in done))
+        ruleset = rules.rules if (rules := layer.setups["rules50"].rules) is not None else None
         return {
             "transactions": len(messages), "measured": len(messages) - len(messages) // 2,
-            "rounds": rounds, "batch": BATCH, "redis_mode": mode,
+            "rounds": rounds, "batch": BATCH, "interleaved": "batch by batch", "redis_mode": mode,
             "rules": len(ruleset.rules) if ruleset else 0,
             "rules_version": ruleset.version if ruleset else None,
             "model_version": layer.live.version, "challenger_version": layer.challenger.version,
@@ -440,8 +461,7 @@ async def measure(url: str, transactions: int, rounds: int, *, mode: str = "sing
 
 
 async def phase(bench: Bench) -> None:
-    """The bench's last phase (``decision_layer`` in ``bench.json``), after the workers
-    have stopped: the in-process pipeline has the machine's cores to itself."""
+    """The bench's last phase, once every worker has stopped (``decision_layer``)."""
     plan = bench.plan
     progress(f"decision layer: {len(VARIANTS)} variants x {plan.decision_rounds} rounds of "
              f"{plan.decision_layer:,} transactions, in-process ...")

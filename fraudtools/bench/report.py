@@ -75,10 +75,12 @@ def decision_layer_lines(d: dict[str, Any]) -> list[str]:
     """The decision layer (``bench.json``'s ``decision_layer``) as a markdown table."""
     warm = d["transactions"] - d["measured"]
     redis = "a Redis Cluster" if d.get("redis_mode") == "cluster" else "one Redis"
+    rounds = f"{d['rounds']} round{'s' if d['rounds'] != 1 else ''}"
     out = [
-        f"In-process (`BatchPipeline.decide` on {redis}, no Kafka), {d['rounds']} rounds, "
-        f"each variant once a round on a fresh key prefix: {d['measured']:,} transactions "
-        f"measured a run after {warm:,} that warm the state up, batches of {d['batch']}. "
+        f"In-process (`BatchPipeline.decide` on {redis}, no Kafka), {rounds}; in each, every "
+        "variant on a fresh key prefix, the variants taking turns batch by batch: "
+        f"{d['measured']:,} transactions measured a variant after {warm:,} that warm the "
+        f"state up, batches of {d['batch']}. "
         f"Model {d['model_version']}, challenger {d['challenger_version']}, "
         f"{d['rules']} rules. Medians over the rounds; \"× plain\": the median of each "
         "round's ratio to plain (in brackets: the lowest and the highest).",

@@ -17,6 +17,7 @@ from fraudtools.bench.decision_layer import (
     RULES,
     VARIANTS,
     Run,
+    _plus,
     median,
     rules_yaml,
     summarize,
@@ -89,6 +90,20 @@ def test_the_optional_fields_are_valid_and_one_in_ten_sends_none() -> None:
     assert all(tx.currency and tx.mcc and tx.country and not tx.extra for tx in full)
     assert len({tx.channel for tx in full}) == 4 and len({tx.mcc for tx in full}) > 5
     assert with_optional_fields(values) == out  # the same transactions every run
+
+
+def test_the_parts_of_a_round_add_up() -> None:
+    a = Run("rules50", 2, 500, 0.1, 0.05, not_approve=10, fired=2, changed=1, rule_errors=1,
+            stages={"rules": 0.02, "model": 0.01}, decided=500)
+    b = Run("rules50", 2, 500, 0.3, 0.15, not_approve=30, fired=1, stages={"rules": 0.04},
+            decided=499, dead=1)
+    both = _plus(a, b)
+    assert (both.variant, both.round_no, both.measured, both.decided, both.dead) == (
+        "rules50", 2, 1_000, 999, 1)
+    assert (both.not_approve, both.fired, both.changed, both.rule_errors) == (40, 3, 1, 1)
+    assert both.wall == pytest.approx(0.4) and both.cpu_us == pytest.approx(200.0)
+    assert both.tps == pytest.approx(2_500.0)
+    assert both.stages["rules"] == pytest.approx(0.06) and both.stages["reasons"] == 0.0
 
 
 def test_median() -> None:
@@ -180,7 +195,8 @@ def test_the_report_has_a_row_per_variant() -> None:
     reasons = next(r for r in rows if r.startswith("| reasons"))
     assert reasons.endswith("| 100.0 |") and "| 0.95 (0.85–0.95) |" in reasons
     assert lines[-1].endswith("0.95 of plain, met.")
-    assert "3 rounds" in lines[0] and "1,000 transactions measured" in lines[0]
+    assert "3 rounds;" in lines[0] and "1,000 transactions measured" in lines[0]
+    assert "1 round;" in decision_layer_lines({**_section(), "rounds": 1})[0]
 
 
 def test_the_report_says_when_reasons_are_not_available() -> None:

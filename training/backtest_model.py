@@ -74,7 +74,7 @@ def _pointed(pointer: Path) -> Path:
         version = pointer.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelIntegrityError(f"{pointer} is not a pointer naming a model version") from exc
-    if not version or "/" in version or version.startswith("."):
+    if not version or "/" in version or version.startswith(".") or not version.isprintable():
         raise ModelIntegrityError(f"{pointer} does not name a model version: {version!r}")
     return pointer.parent / version
 

@@ -10,6 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md requirements.lock ./
 COPY fraudcore/ fraudcore/
 COPY fraudrules/ fraudrules/
+COPY fraudmodel/ fraudmodel/
 COPY service/ service/
 RUN pip install -c requirements.lock ".[service]"
 COPY models/ models/

@@ -135,10 +135,10 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# The unit suite alone (no Kafka, no Redis) must cover most of service/: the batch path is
+# The unit suite alone (no Kafka, no Redis) must cover most of service/ and fraudmodel/: the batch path is
 # tested through its ports, not only through the real worker.
 coverage: $(INSTALLED)
-	$(VENV)/bin/coverage run --source=service -m pytest -q tests/unit
+	$(VENV)/bin/coverage run --source=service,fraudmodel -m pytest -q tests/unit
 	$(VENV)/bin/coverage report --fail-under=70
 
 # Mutation testing (issue 18): mutmut over fraudcore/, training/metrics.py and

@@ -26,7 +26,7 @@ from fraudcore import (
     parse_label,
     parse_transaction,
 )
-from service.reasons import Reason
+from fraudmodel.reasons import Reason
 
 __all__ = [
     "MAX_DLQ_PAYLOAD",

@@ -16,7 +16,7 @@ place: its score against its own thresholds, then the same rules (those that rea
 changes ``action``; ``fraud_shadow_decisions_total{action, shadow_action}`` counts both.
 
 **Reasons** are computed only for the decisions that do not approve (the approve path pays
-nothing): the model's contributions (:mod:`service.reasons`, what the model's artifact
+nothing): the model's contributions (:mod:`fraudmodel.reasons`, what the model's artifact
 carries), and the :data:`REASONS` features that pushed the score up most.
 """
 
@@ -31,11 +31,11 @@ from dataclasses import replace
 import numpy as np
 
 from fraudcore import Transaction, decide
+from fraudmodel.reasons import top_reasons
 from fraudrules import combine
 from service import metrics
 from service.model import Model
 from service.ports import Models, Rules
-from service.reasons import top_reasons
 from service.records import Decision, Shadow
 from service.rules import apply_rules, list_lookups
 

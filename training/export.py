@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
@@ -37,6 +36,7 @@ from fraudcore.artifacts import (
     model_info,
 )
 from fraudcore.errors import ModelError, ModelIntegrityError
+from fraudmodel import session
 from training import onnx_compat
 from training.train import Classifier
 
@@ -83,15 +83,9 @@ def convert(model: Classifier, n_features: int) -> bytes:
     return bytes(onx.SerializeToString())
 
 
-def session(model_bytes: bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def check_parity(model_bytes: bytes, model: Classifier, features: NDArray[np.float32]) -> float:
-    """The largest absolute difference in fraud probability; raises above the tolerance."""
+    """The largest absolute difference in fraud probability (in the session the worker
+    runs); raises above the tolerance."""
     expected = model.predict_proba(features)[:, 1]
     sess = session(model_bytes)
     output = sess.get_outputs()[1].name  # [label, OUTPUT_NAME]

@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from numpy.typing import NDArray
 from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -56,6 +55,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fraudcore.artifacts import REASONS_FILE, ReasonsDescription, ReasonsMethod, ReasonsOutput
 from fraudcore.errors import ModelError
+from fraudmodel import session
 from training.train import Classifier
 
 __all__ = [
@@ -160,13 +160,10 @@ def model_output(model: Classifier, output: ReasonsOutput, features: NDArray[np.
 
 
 def contributions(reasons: ReasonsModel, features: NDArray[np.float32]) -> NDArray[np.float32]:
-    """onnxruntime's contributions for ``features`` (one thread, as the worker runs it)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(reasons.onnx, options, providers=["CPUExecutionProvider"])
+    """onnxruntime's contributions for ``features`` (in the session the worker runs)."""
     # onnxruntime is untyped: run() returns a list of arrays.
-    result: NDArray[np.float32] = session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+    loaded = session(reasons.onnx)
+    result: NDArray[np.float32] = loaded.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
     return result
 
 

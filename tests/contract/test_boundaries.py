@@ -3,6 +3,8 @@
 - ``fraudcore`` imports only the standard library and itself, and never reads the clock;
 - ``fraudrules`` (the rules, shared by the service and training's backtest) imports only the
   standard library, itself, ``fraudcore``, the expression library (``cel``) and PyYAML;
+- ``fraudmodel`` (the served model artifact, shared by the worker and the backtest) imports
+  only the standard library, itself, ``fraudcore``, numpy and onnxruntime;
 - ``service`` never imports ``training`` or ``fraudtools``; ``training`` never imports
   ``service``;
 - only ``service`` (and ``fraudtools`` and the tests) import faust, redis, aiokafka;
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fraudcore", "fraudrules", "service", "training", "fraudtools")
+PACKAGES = ("fraudcore", "fraudrules", "fraudmodel", "service", "training", "fraudtools")
 STREAMING = frozenset({"faust", "redis", "aiokafka"})
 LEARNING = frozenset({"sklearn", "skl2onnx"})
 HEAVY = (
@@ -199,10 +201,11 @@ def test_every_package_has_sources_and_the_scan_sees_known_imports(
     for package in PACKAGES:
         assert _sources(package), f"no Python files found under {package}/"
     # Positive controls: if the scan saw nothing, every rule below would pass vacuously.
-    assert {"faust", "redis", "onnxruntime"} <= {imp.top for imp in imports["service"]}
+    assert {"faust", "redis", "fraudmodel"} <= {imp.top for imp in imports["service"]}
     assert {"sklearn", "skl2onnx", "pandas"} <= {imp.top for imp in imports["training"]}
     assert {"fraudcore"} <= {imp.top for imp in imports["fraudcore"]}
     assert {"fraudcore", "cel", "yaml"} <= {imp.top for imp in imports["fraudrules"]}
+    assert {"fraudcore", "numpy", "onnxruntime"} <= {imp.top for imp in imports["fraudmodel"]}
 
 
 # --- the rules ---------------------------------------------------------------------------------
@@ -253,6 +256,22 @@ def test_fraudrules_imports_no_side_and_no_heavy_dependency(
     forbidden = {"service", "training", "fraudtools"} | STREAMING | LEARNING
     bad = _offending(imports["fraudrules"], forbidden)
     assert not bad, "fraudrules imports a side or a heavy dependency:\n" + "\n".join(bad)
+
+
+def test_fraudmodel_imports_only_fraudcore_numpy_and_onnxruntime(
+    imports: dict[str, list[Import]],
+) -> None:
+    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudmodel", "fraudcore"}
+    allowed |= {"numpy", "onnxruntime"}
+    bad = sorted(
+        f"{imp.where}: import {imp.module}"
+        for imp in imports["fraudmodel"]
+        if imp.top not in allowed
+    )
+    assert not bad, (
+        "fraudmodel is what the worker serves and the backtest scores with: only the standard "
+        "library, fraudcore, numpy and onnxruntime:\n" + "\n".join(bad)
+    )
 
 
 def test_service_imports_neither_training_nor_fraudtools(imports: dict[str, list[Import]]) -> None:

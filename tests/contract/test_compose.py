@@ -204,7 +204,8 @@ def test_dockerfile_builds_service_as_non_root() -> None:
     assert instructions[0] == ["FROM", "python:3.11-slim"]
     assert any(i[0] == "RUN" and ".[service]" in i[1] for i in instructions)
     copied = {i[1].split()[0].rstrip("/") for i in instructions if i[0] == "COPY"}
-    assert {"fraudcore", "fraudrules", "service", "models"} <= copied  # what the worker imports
+    # what the worker imports
+    assert {"fraudcore", "fraudrules", "fraudmodel", "service", "models"} <= copied
     users = [i[1].strip() for i in instructions if i[0] == "USER"]
     assert users and users[-1] not in {"root", "0"}
 

@@ -11,7 +11,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from fraudcore import FEATURE_NAMES, Transaction
-from service.reasons import Reason
+from fraudmodel.reasons import Reason
 from service.records import Decision, Shadow
 
 SCHEMA = Draft202012Validator(json.loads(

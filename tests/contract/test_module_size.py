@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("fraudcore", "fraudrules", "fraudmodel", "service", "training", "fraudtools")
 LIMIT = 500
 
 
 def test_no_module_is_over_500_lines() -> None:
     sizes = {
         str(path.relative_to(ROOT)): len(path.read_text().splitlines())
-        for package in ("fraudcore", "fraudrules", "service", "training", "fraudtools")
+        for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
     }
     assert len(sizes) > 40  # the packages were found

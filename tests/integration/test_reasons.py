@@ -9,10 +9,10 @@ import asyncio
 import numpy as np
 
 from fraudcore import FEATURE_NAMES
+from fraudmodel.reasons import top_reasons
 from fraudtools.feed import feed
 from fraudtools.producer import TopicNames, send_records
 from service.model import load_current
-from service.reasons import top_reasons
 from training import generator
 from training.dataset import normalise
 

@@ -1,7 +1,7 @@
 """``python -m training backtest`` on a tiny generated history with tiny real ONNX models.
 
 The oracles are independent of the backtest's code: the worker's own model loader
-(``service.model.load_model``) on features replayed from the data's first day (the
+(``fraudmodel.load_model``) on features replayed from the data's first day (the
 backtest replays from a warm-up before its window), scikit-learn's metrics and plain pandas
 on the predictions file, and the expected actions worked out from the scores, thresholds
 and amounts by hand.
@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudcore import FEATURE_NAMES, fingerprint
-from service.model import load_model
+from fraudmodel import load_model
 from training import backtest, cli, export, generator
 from training.dataset import normalise
 from training.pipeline import _review_cards_per_day

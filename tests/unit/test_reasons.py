@@ -33,7 +33,7 @@ from fraudcore.artifacts import (
     model_info,
 )
 from fraudcore.errors import ModelIntegrityError
-from service.reasons import CHECK_TOLERANCE, Explainer, load_explainer, top_reasons
+from fraudmodel.reasons import CHECK_TOLERANCE, Explainer, load_explainer, top_reasons
 from training import export, generator, reasons
 from training.dataset import normalise
 from training.replay import replay

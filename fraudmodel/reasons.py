@@ -5,7 +5,7 @@ A model trained with reason codes has ``reasons.onnx`` beside ``model.onnx`` (se
 ``training/reasons.py``): the same feature matrix in, one contribution per feature out,
 that add up with the metadata's ``base_value`` to the model's output (its fraud
 probability, or its log-odds for a model whose ``output`` is ``"log_odds"``).
-:func:`load_explainer` checks that file as :mod:`service.model` checks the model — its
+:func:`load_explainer` checks that file as :func:`fraudmodel.load_model` checks the model — its
 sha256 against the metadata, then a test batch whose contributions must add up to the
 model's own scores — and :meth:`Explainer.explain` computes a whole batch's contributions
 in one onnxruntime call. :func:`top_reasons` turns one row of them into a decision's
@@ -37,6 +37,7 @@ from fraudcore.artifacts import (
     check_reasons,
 )
 from fraudcore.errors import ModelIntegrityError
+from fraudmodel.runtime import session
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -99,18 +100,6 @@ class Explainer:
         return np.asarray(total, dtype=np.float64)
 
 
-def _session(model_bytes: bytes) -> ort.InferenceSession:
-    # The options of service/model.py's session (imported from there would make a cycle
-    # once the model module loads the explainer): one thread, no spinning.
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def load_explainer(
     directory: Path, info: ModelInfo, *, score: Scorer | None = None
 ) -> Explainer | None:
@@ -136,12 +125,12 @@ def load_explainer(
         ) from exc
     check_reasons(reasons, content, version=info.version)
     try:
-        session = _session(content)
+        loaded = session(content)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
         raise ModelIntegrityError(
             f"{path} is not a model onnxruntime can load: {exc}"
         ) from exc
-    explainer = Explainer(reasons, session)
+    explainer = Explainer(reasons, loaded)
     _test_explain(explainer, score or _model_scorer(directory, info), f"{path}")
     log.info(
         "model %s: reason codes by %s (%s), base value %.6g", info.version, reasons.method,
@@ -163,12 +152,12 @@ def _model_scorer(directory: Path, info: ModelInfo) -> Scorer:
             "restore it or retrain with `make train`"
         )
     try:
-        session = _session(content)
+        loaded = session(content)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
         raise ModelIntegrityError(f"{path} is not a model onnxruntime can load: {exc}") from exc
 
     def score(rows: NDArray[np.float32]) -> NDArray[np.float64]:
-        output = session.run([info.output_name], {info.input_name: rows})[0]
+        output = loaded.run([info.output_name], {info.input_name: rows})[0]
         return np.asarray(output[:, 1], dtype=np.float64)
 
     return score

@@ -10,8 +10,8 @@ Imports the standard library, ``fraudcore``, numpy and onnxruntime only (never `
 ``training``, scikit-learn or the streaming libraries: ``tests/contract/test_boundaries.py``).
 """
 
-from fraudmodel.model import Explainer, Model, current_version, load_current, load_model
-from fraudmodel.reasons import Reason, load_explainer, top_reasons
+from fraudmodel.model import Model, current_version, load_current, load_model
+from fraudmodel.reasons import Explainer, Reason, load_explainer, top_reasons
 from fraudmodel.runtime import session
 
 __all__ = [

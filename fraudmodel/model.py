@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -24,18 +23,10 @@ import onnxruntime as ort
 from fraudcore import FEATURE_NAMES
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, ModelInfo, model_info
 from fraudcore.errors import ModelIntegrityError
-from fraudmodel.reasons import load_explainer
+from fraudmodel.reasons import Explainer, load_explainer
 from fraudmodel.runtime import session
 
-__all__ = ["Explainer", "Model", "current_version", "load_current", "load_model"]
-
-
-class Explainer(Protocol):
-    """What explains a model's scores (:class:`fraudmodel.reasons.Explainer`)."""
-
-    def explain(self, rows: np.ndarray) -> np.ndarray:
-        """Each feature's contribution to each row's output, shape ``(rows, features)``."""
-        ...
+__all__ = ["Model", "current_version", "load_current", "load_model"]
 
 
 @dataclass(frozen=True)

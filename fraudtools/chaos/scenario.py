@@ -71,7 +71,8 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0  # decision records beyond the first of each transaction
     flagged: int = 0  # first decisions marked duplicate: true (each was sent once)
-    unflagged_copies: int = 0  # decision records beyond the first not marked duplicate
+    unflagged_copies: int = 0  # later decisions of a transaction not marked duplicate
+    resent_copies: int = 0  # a record sent again, as it was (its acknowledgement was lost)
     inconsistent_copies: int = 0  # transactions whose copies (same model) differ in answer
     degraded: int = 0
     decided_during_outage: int = 0  # first decisions made while the fault was on
@@ -225,9 +226,19 @@ def _measure(outcome: Outcome, decisions: list[dict[str, Any]], dead: list[dict[
     for d in decisions:
         at = datetime.fromisoformat(d["decided_at"]).timestamp()
         copies.setdefault(d["transaction_id"], []).append((at, bool(d["duplicate"])))
-    outcome.unflagged_copies = sum(
-        not flag for seen in copies.values() for _, flag in sorted(seen)[1:]
-    )
+    for seen in copies.values():
+        (first_at, _), *later = sorted(seen)
+        for at, flag in later:
+            # The same decision time: the same record again, sent once more by the delivery
+            # after its acknowledgement was lost (outputs are at least once). A later time:
+            # the transaction decided again, which must say duplicate: true.
+            if at == first_at:
+                outcome.resent_copies += 1
+            elif not flag:
+                outcome.unflagged_copies += 1
+    if outcome.resent_copies:
+        outcome.notes.append(f"{outcome.resent_copies} decision records sent again as they "
+                             "were (their acknowledgement lost)")
     outcome.inconsistent_copies = sum(len(a) > 1 for a in answers.values())
     outcome.dead_letters = sum(d.get("topic") != ctx.label_topic for d in dead)
     outcome.label_dead_letters = len(dead) - outcome.dead_letters

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from sklearn.ensemble import RandomForestClassifier
 from threadpoolctl import threadpool_limits
 
 from fraudcore import FEATURE_NAMES
+from fraudmodel import session as onnx_session
 from training import export, generator, protocol, reasons
 from training.dataset import normalise
 from training.replay import replay
@@ -253,16 +253,6 @@ def check_against_enumeration() -> float:
 # --- timing -------------------------------------------------------------------------------
 
 
-def _session(content: bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
-
-
 def per_row_us(call: Callable[[], object], rows: int, *, seconds: float = 1.0,
                rounds: int = 5) -> dict[str, float]:
     """Best and median of ``rounds`` rounds of µs per row (each round at least ``seconds``
@@ -335,8 +325,8 @@ def main() -> None:
         raise SystemExit(f"refitted forest is {version}, the shipped one {directory.name}")
     if fitted["random_forest"]["onnx"] != (directory / "reasons.onnx").read_bytes():
         raise SystemExit("the refitted forest's reasons.onnx differs from the shipped one")
-    model = _session((directory / "model.onnx").read_bytes())
-    reasons_session = _session((directory / "reasons.onnx").read_bytes())
+    model = onnx_session((directory / "model.onnx").read_bytes())
+    reasons_session = onnx_session((directory / "reasons.onnx").read_bytes())
     base = json.loads((directory / "metadata.json").read_text())["reasons"]["base_value"]
     scores = model.run(["probabilities"], {"features": test_rows})[0][:, 1]
     rows = test_rows[np.argsort(-scores, kind="stable")[: args.rows]]  # the reviewed ones

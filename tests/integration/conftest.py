@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
@@ -306,3 +306,24 @@ def wait_for_redis(url: str, *, timeout: float) -> None:
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+def send_keyed(topic: str, values: list[bytes]) -> None:
+    """Produce each value keyed by its card id, as the project's producers send them
+    (``no-card`` for one without: a value that is not a transaction)."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            for value in values:
+                try:
+                    key = str(orjson.loads(value)["card_id"]).encode()
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    key = b"no-card"
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())

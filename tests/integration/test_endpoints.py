@@ -10,31 +10,12 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import BOOTSTRAP, ROOT, Run, Worker, consume
+from .conftest import ROOT, Run, Worker, consume, send_keyed
 
 N = 30
 PARTITIONS = 4
-
-
-def _send(topic: str, values: list[bytes]) -> None:
-    async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
-        await producer.start()
-        try:
-            for value in values:
-                try:
-                    key = str(orjson.loads(value)["card_id"]).encode()
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    key = b"no-card"
-                await producer.send(topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
 
 
 def _samples(worker: Worker) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -79,7 +60,7 @@ def test_health_readiness_liveness_and_metrics_say_what_the_readme_promises(
     ]
     invalid = orjson.dumps({"transaction_id": "ep-bad", "card_id": "card-0", "terminal_id": "T",
                             "amount": -1, "timestamp": t0.isoformat()})
-    _send(run.topic("transactions"), [*valid[:10], invalid, *valid[10:]])
+    send_keyed(run.topic("transactions"), [*valid[:10], invalid, *valid[10:]])
     decisions = asyncio.run(consume(run.topic("decisions"), until=N, quiet=0.5))
     assert sorted(d["transaction_id"] for d in decisions) == sorted(f"ep-{i}" for i in range(N))
     dead = asyncio.run(consume(run.topic("dlq"), until=1, quiet=0.5))

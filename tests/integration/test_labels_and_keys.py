@@ -13,34 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from redis import Redis
 
 from fraudcore import SPEC
 
-from .conftest import BOOTSTRAP, REDIS_URL, Run, Worker, consume
+from .conftest import REDIS_URL, Run, Worker, consume, send_keyed
 
 DAY = timedelta(days=1)
-
-
-def _send(topic: str, values: list[bytes]) -> None:
-    """Each value keyed by its card id, as the project's producers send them."""
-
-    async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
-        await producer.start()
-        try:
-            for value in values:
-                try:
-                    key = str(orjson.loads(value)["card_id"]).encode()
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    key = b"no-card"
-                await producer.send(topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
 
 
 def _until(check: object, timeout: float = 30.0) -> None:
@@ -64,19 +43,19 @@ def test_a_label_delivered_twice_counts_once_and_bad_labels_are_dead_lettered(
     t0 = (datetime.now(UTC) - 20 * DAY).replace(microsecond=0)
     fraud = _tx("lab-1", "card-a", "T-lab", 42.5, t0)
     try:
-        _send(run.topic("transactions"), [orjson.dumps(fraud)])
+        send_keyed(run.topic("transactions"), [orjson.dumps(fraud)])
         asyncio.run(consume(run.topic("decisions"), until=1, quiet=0.2))
         label = orjson.dumps({**fraud, "known_at": (t0 + DAY).isoformat()})
         other_amount = orjson.dumps({**fraud, "amount": 43.5, "known_at": (t0 + DAY).isoformat()})
         not_json = b"{not json"
         # The same label twice, as a redelivery sends it (the very same bytes).
-        _send(run.topic("labels"), [label, other_amount, label, not_json])
+        send_keyed(run.topic("labels"), [label, other_amount, label, not_json])
         dead = asyncio.run(consume(run.topic("dlq"), until=2, quiet=0.5, timeout=30))
         _until(lambda: worker.metric("fraud_labels_total") >= 2)  # both copies handled
         # A later transaction at the terminal, by another card, past the label delay: its
         # features read the terminal's known frauds.
         later = _tx("lab-2", "card-b", "T-lab", 10.0, t0 + 8 * DAY)
-        _send(run.topic("transactions"), [orjson.dumps(later)])
+        send_keyed(run.topic("transactions"), [orjson.dumps(later)])
         decisions = asyncio.run(consume(run.topic("decisions"), until=2, quiet=0.2, timeout=30))
     finally:
         worker.stop()
@@ -107,9 +86,9 @@ def test_every_key_the_worker_writes_expires_within_its_retention(
            for i in range(12)]
     labels = [orjson.dumps({**tx, "known_at": (t0 + 2 * DAY).isoformat()}) for tx in txs[:2]]
     try:
-        _send(run.topic("transactions"), [orjson.dumps(tx) for tx in txs])
+        send_keyed(run.topic("transactions"), [orjson.dumps(tx) for tx in txs])
         asyncio.run(consume(run.topic("decisions"), until=len(txs), quiet=0.2))
-        _send(run.topic("labels"), labels)
+        send_keyed(run.topic("labels"), labels)
         _until(lambda: worker.metric("fraud_labels_total") >= 2)
     finally:
         worker.stop()

@@ -117,11 +117,13 @@ def list_text(value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """What the rules said about one transaction: those that fired, in file order, and
-    those that failed with the reason (they did not fire)."""
+    """What the rules said about one transaction: those that fired, in file order, those
+    that failed with the reason (they did not fire), and the lists the rules name that hold
+    the transaction's value (in the file's order)."""
 
     fired: tuple[Rule, ...] = ()
     failed: tuple[tuple[Rule, str], ...] = ()
+    listed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,11 +173,12 @@ class RuleSet:
         if not self.rules:
             return Evaluation()
         variables = self.variables(tx, features, score, lists)
+        listed = tuple(use.name for use in self.uses if variables[use.name])
         try:
             context = cel.Context(variables=variables)
         except Exception as exc:  # noqa: BLE001 - the library's conversion errors are not one type
             reason = f"the transaction's fields cannot be given to the rules: {_reason(exc)}"
-            return Evaluation((), tuple((rule, reason) for rule in self.rules))
+            return Evaluation((), tuple((rule, reason) for rule in self.rules), listed)
         fired: list[Rule] = []
         failed: list[tuple[Rule, str]] = []
         for rule in self.rules:
@@ -189,7 +192,7 @@ class RuleSet:
                 fired.append(rule)
             elif result is not False:
                 failed.append((rule, f"gave a {type(result).__name__}, not true or false"))
-        return Evaluation(tuple(fired), tuple(failed))
+        return Evaluation(tuple(fired), tuple(failed), listed)
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,14 +23,15 @@ from fraudtools.worker_process import ROOT, free_port
 
 __all__ = ["TOPIC_ROLES", "IsolatedWorker", "Topics"]
 
-#: The worker's six topics, in the order :attr:`IsolatedWorker.topics` lists them (``lists``:
-#: the allow and block lists' changes, read only while a rules file is set).
-TOPIC_ROLES = ("transactions", "labels", "decisions", "alerts", "dlq", "lists")
+#: The worker's seven topics, in the order :attr:`IsolatedWorker.topics` lists them
+#: (``lists``: the allow and block lists' changes, read only while a rules file is set;
+#: ``decision_log``: written only with ``FRAUD_DECISION_LOG=true``).
+TOPIC_ROLES = ("transactions", "labels", "decisions", "alerts", "dlq", "lists", "decision_log")
 
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The names of a worker's six topics."""
+    """The names of a worker's seven topics."""
 
     transactions: str
     labels: str
@@ -38,10 +39,11 @@ class Topics:
     alerts: str
     dlq: str
     lists: str
+    decision_log: str
 
     @classmethod
     def named(cls, stem: str) -> Topics:
-        """``<stem>-transactions``, ``<stem>-labels``, ... ``<stem>-lists``."""
+        """``<stem>-transactions``, ``<stem>-labels``, ... ``<stem>-decision_log``."""
         return cls(*(f"{stem}-{role}" for role in TOPIC_ROLES))
 
     def __getitem__(self, role: str) -> str:
@@ -102,8 +104,8 @@ class IsolatedWorker:
 
     @property
     def topics(self) -> list[str]:
-        """The six topic names (transactions, labels, decisions, alerts, dead letters, list
-        changes)."""
+        """The seven topic names (transactions, labels, decisions, alerts, dead letters, list
+        changes, decision log)."""
         return self.names.as_list()
 
     def topic(self, role: str) -> str:
@@ -133,6 +135,7 @@ class IsolatedWorker:
             "FRAUD_TOPIC_ALERTS": t.alerts,
             "FRAUD_TOPIC_DLQ": t.dlq,
             "FRAUD_TOPIC_LISTS": t.lists,
+            "FRAUD_TOPIC_DECISION_LOG": t.decision_log,
             "FRAUD_PARTITIONS": str(self.partitions),
             "FRAUD_MODEL_DIR": str(self.model_dir),
             "FRAUD_DATA_DIR": str(self.data_dir),

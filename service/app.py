@@ -116,7 +116,10 @@ def build_worker(s: Settings) -> Worker:
         store,
         models,
         ProducerSink(app),
-        topics=OutputTopics(s.topic_decisions, s.topic_alerts, s.topic_dlq),
+        topics=OutputTopics(
+            s.topic_decisions, s.topic_alerts, s.topic_dlq,
+            s.topic_decision_log if s.decision_log else None,
+        ),
         options=Options(
             fail_policy=s.fail_policy,
             include_features=s.include_features,

@@ -78,6 +78,7 @@ class OutputTopics:
     decisions: str
     alerts: str
     dlq: str
+    decision_log: str | None = None  # every decision with what it was made on (None: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,21 +412,24 @@ class BatchPipeline:
             exchanged.scored,
             now=self.clock(),
             degraded=exchanged.degraded,
-            include_features=self.options.include_features,
+            keep_features=self.options.include_features or self.topics.decision_log is not None,
         )
 
     async def _queue(self, result: BatchResult, record_times: Sequence[float]) -> Delivery:
         """Queue the batch's outputs on the sink: each decision (and its alert, unless it
-        approves), then the dead letters."""
+        approves; its log record, while the decision log is on), then the dead letters."""
         started = time.perf_counter()
         outputs: list[Output] = []
         actions: Counter[str] = Counter()
+        topics, features = self.topics, self.options.include_features
         for decision in result.decisions:
             key = decision.transaction.card_id.encode()
-            value = decision.to_json()
-            outputs.append(Output(self.topics.decisions, key, value))
+            value = decision.to_json(features=features)
+            outputs.append(Output(topics.decisions, key, value))
             if decision.action != "approve":
-                outputs.append(Output(self.topics.alerts, key, value))
+                outputs.append(Output(topics.alerts, key, value))
+            if topics.decision_log is not None:
+                outputs.append(Output(topics.decision_log, key, decision.log_json()))
             actions[decision.action] += 1
         outputs += [Output(self.topics.dlq, d.key, d.value) for d in result.dead_letters]
         queued: list[Awaitable[object]] = []

@@ -22,7 +22,9 @@ from fraudcore import (
     Action,
     InvalidEvent,
     LabelEvent,
+    Thresholds,
     Transaction,
+    fingerprint,
     parse_label,
     parse_transaction,
 )
@@ -31,6 +33,7 @@ from fraudmodel.reasons import Reason
 __all__ = [
     "MAX_DLQ_PAYLOAD",
     "DeadLetter",
+    "LOG_VERSION",
     "Decision",
     "Message",
     "Shadow",
@@ -42,6 +45,9 @@ __all__ = [
 ]
 
 MAX_DLQ_PAYLOAD = 64 * 1024  # bytes of the original payload kept in a dead letter
+#: The decision log's format (``log_version`` in each record, docs/decision-log.md).
+LOG_VERSION = 1
+_OPTIONAL = ("currency", "mcc", "country", "channel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,12 @@ class Decision:
     (``FRAUD_RULES_FILE``): both then, even when no rule fired; neither without one.
     ``reasons`` (the features that pushed the score up most) are written on decisions that
     do not approve, when the model carries what explains it; ``shadow`` while a challenger
-    is set."""
+    is set.
+
+    ``features`` (the vector it was scored on), ``thresholds``, ``model_action`` (the
+    model's action before the rules) and ``listed`` (the lists that held one of its fields)
+    are what the decision log adds (:meth:`log_json`); a decision shows its features only
+    with ``FRAUD_INCLUDE_FEATURES``."""
 
     transaction: Transaction
     score: float
@@ -136,11 +147,16 @@ class Decision:
     rules_version: str | None = None
     reasons: tuple[Reason, ...] | None = None
     shadow: Shadow | None = None
+    thresholds: Thresholds | None = None
+    model_action: Action | None = None
+    listed: tuple[str, ...] = ()
 
-    def to_json(self) -> bytes:
+    def to_json(self, *, features: bool = True) -> bytes:
+        """The record on the decisions (and alerts) topic; ``features``: with the feature
+        vector, if the decision holds it."""
         tx = self.transaction
         extra: dict[str, Any] = {}
-        if self.features is not None:
+        if features and self.features is not None:
             extra["features"] = dict(zip(FEATURE_NAMES, self.features, strict=True))
         if self.rules_version is not None:
             extra["rules"] = self.rules
@@ -169,6 +185,54 @@ class Decision:
                 **extra,
             }
         )
+
+    def log_json(self) -> bytes:
+        """The decision log's record (``FRAUD_TOPIC_DECISION_LOG``, docs/decision-log.md):
+        everything needed to learn from this decision: the transaction as validated (its
+        optional fields when sent), the features at full precision, the score unrounded,
+        the model's thresholds and action, the rules, the lists that held one of its
+        fields, and the action taken. ``features`` and ``thresholds`` must be set."""
+        if self.features is None or self.thresholds is None:
+            raise ValueError("a decision is logged with its features and thresholds")
+        tx = self.transaction
+        record: dict[str, Any] = {
+            "log_version": LOG_VERSION,
+            "transaction_id": tx.transaction_id,
+            "card_id": tx.card_id,
+            "terminal_id": tx.terminal_id,
+            "amount": tx.amount,
+            "timestamp": tx.timestamp.isoformat(),
+        }
+        for name in _OPTIONAL:
+            value = getattr(tx, name)
+            if value is not None:
+                record[name] = value
+        record |= {
+            "decided_at": _instant(self.decided_at),
+            "model_version": self.model_version,
+            "feature_fingerprint": _fingerprint(),
+            "features": dict(zip(FEATURE_NAMES, self.features, strict=True)),
+            "score": self.score,
+            "thresholds": {"review": self.thresholds.review, "decline": self.thresholds.decline},
+            "model_action": self.model_action or self.action,
+            "action": self.action,
+            "duplicate": self.duplicate,
+            "degraded": self.degraded,
+        }
+        if self.rules_version is not None:
+            record |= {"rules_version": self.rules_version, "rules": self.rules,
+                       "lists": self.listed}
+        if self.reasons is not None:
+            record["reasons"] = self.reasons
+        if self.shadow is not None:
+            record["shadow"] = {"model_version": self.shadow.model_version,
+                                "score": self.shadow.score, "action": self.shadow.action}
+        return orjson.dumps(record)
+
+
+@functools.cache
+def _fingerprint() -> str:
+    return fingerprint()
 
 
 @dataclass(frozen=True, slots=True)

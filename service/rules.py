@@ -182,6 +182,7 @@ def apply_rules(
                 degraded=decision.degraded or stale,
                 rules=tuple(rule.id for rule in fired),
                 rules_version=rules.version,
+                listed=evaluation.listed,
             )
         )
     for rule_id, count in hits.items():

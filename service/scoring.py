@@ -56,28 +56,31 @@ def score_batch(
     *,
     now: float,
     degraded: bool,
-    include_features: bool,
+    keep_features: bool,
 ) -> list[Decision]:
     """The decisions of a batch: ``rows`` its feature vectors, ``scored`` its transactions
-    (each with whether it is a duplicate), in the same order."""
+    (each with whether it is a duplicate), in the same order. ``keep_features``: each
+    decision holds its vector (to show it, or to log it)."""
     started = time.perf_counter()
     model = models.model
     matrix = np.asarray(rows, dtype=np.float32)
     scores = model.score(matrix)
     thresholds = model.info.thresholds
-    decisions = [
-        Decision(
+    decisions = []
+    for (tx, duplicate), score, row in zip(scored, scores.tolist(), rows, strict=True):
+        action = decide(score, thresholds)
+        decisions.append(Decision(
             tx,
             score,
-            decide(score, thresholds),
+            action,
             model.version,
             now,
             duplicate=duplicate,
             degraded=degraded,
-            features=row if include_features else None,
-        )
-        for (tx, duplicate), score, row in zip(scored, scores.tolist(), rows, strict=True)
-    ]
+            features=row if keep_features else None,
+            thresholds=thresholds,
+            model_action=action,
+        ))
     metrics.STAGE_SECONDS.labels("model").observe(time.perf_counter() - started)
     decisions = apply_rules(rules, decisions, rows)
     challenger = models.challenger

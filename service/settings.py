@@ -96,6 +96,15 @@ class Settings(BaseSettings):
         description="changes of the allow and block lists (key: the list's name; read while a "
         "rules file is set; docs/lists.md)",
     )
+    decision_log: bool = Field(
+        False,
+        description="log every decision with its features, thresholds, model action, rules "
+        "and lists on FRAUD_TOPIC_DECISION_LOG, to retrain on (`python -m training from-log`, "
+        "docs/decision-log.md)",
+    )
+    topic_decision_log: str = Field(
+        "fraud-decision-log", description="the decision log (written while FRAUD_DECISION_LOG)"
+    )
     partitions: int = Field(4, ge=1, description="partitions of the topics, as created")
 
     model_dir: Path = Field(

@@ -6,7 +6,8 @@ Standalone ops script (the broker has auto.create.topics.enable=false):
 
 Env: FRAUD_KAFKA_BOOTSTRAP (127.0.0.1:9092), FRAUD_PARTITIONS (4), and the topic names
 FRAUD_TOPIC_TRANSACTIONS, FRAUD_TOPIC_LABELS, FRAUD_TOPIC_DECISIONS, FRAUD_TOPIC_ALERTS,
-FRAUD_TOPIC_DLQ. Idempotent: existing topics are left as they are (a differing partition
+FRAUD_TOPIC_DLQ, FRAUD_TOPIC_DECISION_LOG (kept 90 days: it is what a model is retrained on,
+docs/decision-log.md). Idempotent: existing topics are left as they are (a differing partition
 count is reported, never changed). Exit status 1 if a topic could not be created.
 """
 
@@ -26,13 +27,24 @@ TOPIC_ENV = {
     "FRAUD_TOPIC_DECISIONS": "decisions",
     "FRAUD_TOPIC_ALERTS": "fraud-alerts",
     "FRAUD_TOPIC_DLQ": "transactions-dlq",
+    "FRAUD_TOPIC_DECISION_LOG": "fraud-decision-log",
 }
+# Topic settings beyond the broker's defaults (7 days' retention), by env var.
+RETENTION_DAYS = {"FRAUD_TOPIC_DECISION_LOG": 90}
 DEFAULT_PARTITIONS = 4  # keep in step with docker-compose.yml's topics service
 TOPIC_ALREADY_EXISTS = 36  # Kafka error code: fine, another run created it meanwhile
 
 
 def topic_names() -> list[str]:
     return [os.environ.get(var) or default for var, default in TOPIC_ENV.items()]
+
+
+def topic_configs() -> dict[str, dict[str, str]]:
+    """The topics created with settings of their own (name -> settings)."""
+    return {
+        os.environ.get(var) or TOPIC_ENV[var]: {"retention.ms": str(days * 86_400_000)}
+        for var, days in RETENTION_DAYS.items()
+    }
 
 
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
@@ -50,7 +62,11 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> li
         if not missing:
             return []
         response = await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+            [
+                NewTopic(n, num_partitions=partitions, replication_factor=1,
+                         topic_configs=topic_configs().get(n, {}))
+                for n in missing
+            ]
         )
         created, failed = [], []
         for topic, code, *rest in response.topic_errors:

@@ -7,6 +7,9 @@
     python -m training backtest --data data/transactions.parquet --baseline models/current \\
         --candidate models/<version> --from 2018-09-01 --days 30 \\
         --report reports/backtest.json --predictions reports/backtest.csv   (docs/backtest.md)
+    python -m training from-log --log log.jsonl --labels labels.jsonl --out set.parquet
+    python -m training train --features set.parquet --train-start 2018-07-25   (the service's
+        own features, from the decision log: docs/decision-log.md)
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--generate", action="store_true", help="train on freshly generated reference-size data"
     )
+    source.add_argument(
+        "--features", type=Path,
+        help="a training set with its features (`from-log`'s output): no replay",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed for --generate")
     train.add_argument(
         "--columns",
@@ -100,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
         help="CSV of the cleaned test set: transaction, card, day, label, score",
     )
     backtest_cli.add_parser(commands)  # docs/backtest.md
+
+    logged = commands.add_parser(
+        "from-log", help="a training set from the decision log and the labels"
+    )
+    logged.add_argument("--log", type=Path, required=True,
+                        help="the decision log as JSON lines (fraud-tail --raw --to-end)")
+    logged.add_argument("--labels", type=Path, required=True,
+                        help="label events as JSON lines, or a .csv/.parquet with "
+                        "TRANSACTION_ID and TX_FRAUD")
+    logged.add_argument("--out", type=Path, required=True, help=".parquet or .csv")
+    logged.add_argument("--keep-degraded", action="store_true",
+                        help="keep decisions made on partial or empty history")
     return parser
 
 
@@ -111,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "backtest":
             return backtest_cli.run(args)
+        if args.command == "from-log":
+            return _from_log(args)
         return _train(args)
     except (FraudError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -161,11 +182,35 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_log(args: argparse.Namespace) -> int:
+    from training import from_log
+
+    decisions = from_log.read_log(args.log)
+    frame, summary = from_log.training_set(
+        decisions, from_log.read_frauds(args.labels), keep_degraded=args.keep_degraded
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".csv":
+        frame.to_csv(args.out, index=False)
+    else:
+        frame.to_parquet(args.out, index=False)
+    print(f"{summary.text()} -> {args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from training import pipeline  # scikit-learn and onnx load only when training
 
     phases = Phases()
-    if args.generate:
+    featured = None
+    if args.features:
+        from training.from_log import read_features
+
+        with phases.phase("reading", f"{args.features} (features as logged: no replay)"):
+            featured = read_features(args.features)
+        frame = featured[list(COLUMNS)]
+        source = f"{args.features} (features from the decision log)"
+    elif args.generate:
         config = generator.GeneratorConfig(seed=args.seed)
         with phases.phase(
             "generating",
@@ -193,6 +238,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_folds=args.validation_folds,
         test_folds=args.test_folds,
         phases=phases,
+        featured=featured,
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +279,6 @@ def _summary(result: TrainingRun) -> None:
         f"{test.recall_at_review:.2f}); decline ≥ {score(t.decline)} (precision "
         f"{test.precision_at_decline:.2f}, recall {test.recall_at_decline:.2f})"
     )
-    print(
-        f"replay: {round(result.replay.events_per_second):,} events/s; "
-        f"report: {model_dir / 'report.md'}"
-    )
+    replayed = (f"replay: {round(result.replay.events_per_second):,} events/s"
+                if result.replay.transactions else "features as logged (no replay)")
+    print(f"{replayed}; report: {model_dir / 'report.md'}")

@@ -98,6 +98,7 @@ def run(
     review_cards_per_day: float | None = None,
     candidates: Sequence[Candidate] = CANDIDATES,
     phases: Phases | None = None,
+    featured: pd.DataFrame | None = None,
 ) -> TrainingRun:
     """Train, check and write a model; returns the report and where the model went.
 
@@ -105,16 +106,21 @@ def run(
     later than the last (the benchmark's prequential test protocol); the artifact is
     always the model of the first (the requested) split. ``phases`` names and times each
     phase and shows the progress of the long ones (a new :class:`Phases` if None).
+    ``featured``: ``frame`` with its features already computed (the service's, from the
+    decision log: :mod:`training.from_log`); no replay then.
     """
     phases = phases if phases is not None else Phases()
-    with phases.phase(
-        "replaying",
-        f"{len(frame):,} transactions and their labels through the feature code",
-        total=len(frame),
-        unit="transactions",
-    ) as step:
-        featured, replay_stats = replay(frame, progress=step.advance)
-        step.note = f"{round(replay_stats.events_per_second):,} events/s"
+    if featured is None:
+        with phases.phase(
+            "replaying",
+            f"{len(frame):,} transactions and their labels through the feature code",
+            total=len(frame),
+            unit="transactions",
+        ) as step:
+            featured, replay_stats = replay(frame, progress=step.advance)
+            step.note = f"{round(replay_stats.events_per_second):,} events/s"
+    else:
+        replay_stats = ReplayStats(0, 0, 0.0)  # features as given: nothing replayed
     review_rate = _review_cards_per_day(frame, review_cards_per_day)
     with phases.phase(
         "fitting candidates",

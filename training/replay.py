@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,13 @@ def replay(
     *,
     spec: FeatureSpec = SPEC,
     progress: Callable[[int], None] | None = None,
+    dtype: type[np.floating[Any]] = np.float32,
 ) -> tuple[pd.DataFrame, ReplayStats]:
     """Features for every transaction of ``frame`` (canonical columns, time-sorted).
 
     Label events are derived from ``TX_FRAUD`` with the spec's label delay. Returns the
-    frame with one column per feature (float32, as the model sees them) and the timing.
+    frame with one column per feature (float32, as the model sees them; ``dtype=np.float64``:
+    as computed, as the worker logs them) and the timing.
     ``progress``, if given, is called with the number of transactions replayed since its
     last call, every :data:`PROGRESS_EVERY` of them and once at the end.
     """
@@ -99,5 +102,5 @@ def replay(
         stats.seconds,
         stats.events_per_second,
     )
-    features = pd.DataFrame(out.astype(np.float32), columns=list(FEATURE_NAMES), index=frame.index)
+    features = pd.DataFrame(out.astype(dtype), columns=list(FEATURE_NAMES), index=frame.index)
     return pd.concat([frame, features], axis=1), stats

@@ -39,6 +39,7 @@ def test_every_setting_of_an_isolated_worker() -> None:
         "FRAUD_TOPIC_ALERTS": "it-abc-alerts",
         "FRAUD_TOPIC_DLQ": "it-abc-dlq",
         "FRAUD_TOPIC_LISTS": "it-abc-lists",
+        "FRAUD_TOPIC_DECISION_LOG": "it-abc-decision_log",
         "FRAUD_PARTITIONS": "4",
         "FRAUD_MODEL_DIR": "/models",
         "FRAUD_DATA_DIR": "/tmp/fraud-it/abc",

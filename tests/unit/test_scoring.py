@@ -99,7 +99,7 @@ def batch(amounts: list[float]) -> tuple[list[list[float]], list[tuple[Transacti
 def decide(models: Models, amounts: list[float], rules: RuleSet | None = None) -> list[Decision]:
     rows, scored = batch(amounts)
     return score_batch(models, Rules(rules), rows, scored, now=T.timestamp(), degraded=False,
-                       include_features=False)
+                       keep_features=False)
 
 
 def test_without_a_challenger_there_is_no_shadow(live: Model) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 __all__ = [
+    "LOG_APPEND_TIME",
     "PARTITIONS",
     "KafkaNotReady",
     "create_topics",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 PARTITIONS = 4
+#: Topic config: the broker stamps each record with its own clock when it appends it (a
+#: producer's ack, and a consumer's record, then carry that time, timestamp type 1).
+LOG_APPEND_TIME: Mapping[str, str] = {"message.timestamp.type": "LogAppendTime"}
 
 
 class KafkaNotReady(RuntimeError):
@@ -38,14 +42,20 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], **client: Any) -> None:
-    """Create the topics (4 partitions) and wait until every partition has a leader.
-    ``client``: aiokafka options for a secured broker (``security_protocol``, ...)."""
+async def create_topics(bootstrap: str, names: Sequence[str], *,
+                        partitions: int = PARTITIONS, config: Mapping[str, str] | None = None,
+                        **client: Any) -> None:
+    """Create the topics (4 partitions unless ``partitions``) and wait until every partition
+    has a leader. ``config``: topic configs for every one of them (e.g.
+    :data:`LOG_APPEND_TIME`), the broker's defaults otherwise. ``client``: aiokafka options
+    for a secured broker (``security_protocol``, ...)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, **client)
     await admin.start()
+    configs = dict(config) if config else None
     try:
         await admin.create_topics(
-            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
+            [NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=configs)
+             for n in names]
         )
     finally:
         await admin.close()
@@ -60,7 +70,7 @@ async def create_topics(bootstrap: str, names: Sequence[str], **client: Any) -> 
             leaders = [
                 known.leader_for_partition(TopicPartition(n, p))
                 for n in names
-                for p in range(PARTITIONS)
+                for p in range(partitions)
             ]
             if all(leader is not None and leader >= 0 for leader in leaders):
                 return

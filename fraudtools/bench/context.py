@@ -3,8 +3,9 @@
 :class:`Bench` owns the run's names (``bench-<id>``: topics, consumer groups, the Redis
 key prefix, a directory under ``.stack/``), the processes it started, the generated data
 and the result being filled in; :meth:`Bench.cleanup` removes all of it, also after an
-error or Ctrl-C. The phases (:mod:`fraudtools.bench.limit`, ``floor``, ``throughput``,
-``latency``, ``baseline``, ``two_workers``, ``memory``) are functions of a :class:`Bench`.
+error or Ctrl-C. The phases (:mod:`fraudtools.bench.limit`, ``floor``, ``java_hop``,
+``throughput``, ``latency``, ``baseline``, ``two_workers``, ``memory``, ``replay``) are
+functions of a :class:`Bench`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 and the consumer process that timestamps decisions as they arrive (:class:`Arrivals`;
 topics and groups are in :mod:`fraudtools.kafka_admin`).
 
+On a topic created with :data:`~fraudtools.kafka_admin.LOG_APPEND_TIME` the broker stamps
+each record when it appends it: the paced sender keeps that time of each transaction from
+its ack (:class:`Sent`), the arrival process that of each decision from its record, and
+:func:`first_copies` / :func:`broker_to_broker` join them (whole milliseconds: the broker's
+clock, one stamp for a whole produced batch).
+
 Everything here is bounded: every wait has a deadline and fails with what it saw.
 """
 
@@ -11,12 +17,12 @@ import asyncio
 import gc
 import multiprocessing
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -24,20 +30,30 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from fraudtools.bench.data import Slice
+from fraudtools.bench.metrics import percentiles
 from fraudtools.kafka_admin import PARTITIONS
 
 __all__ = [
+    "LOG_APPEND",
+    "Arrival",
     "Arrivals",
     "BenchError",
     "Decisions",
+    "Sent",
     "arrivals_process",
+    "broker_to_broker",
     "end_total",
+    "first_copies",
     "freeze_gc",
     "preload",
     "read_decisions",
     "runner",
     "send_paced",
+    "send_stamped",
 ]
+
+#: ``timestamp_type`` of a record (and of a producer's ack) stamped by the broker on append.
+LOG_APPEND = 1
 
 T = TypeVar("T")
 
@@ -78,13 +94,25 @@ async def preload(bootstrap: str, records: Slice, *, transactions: str, labels: 
     return time.perf_counter() - started
 
 
-async def send_paced(producer: AIOKafkaProducer, records: Slice, *, rate: float,
-                     transactions: str, labels: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class Sent:
+    """What :func:`send_stamped` sent: by transaction id, the send time
+    (``time.monotonic()``) and, when the broker stamped it (its ack says LogAppendTime),
+    its append time in ms; a transaction whose ack carried the producer's own time is left
+    out of ``appended_ms``."""
+
+    sent_at: dict[str, float]
+    appended_ms: dict[str, int]
+
+
+async def send_stamped(producer: AIOKafkaProducer, records: Slice, *, rate: float,
+                       transactions: str, labels: str) -> Sent:
     """Send ``records`` in order, transactions at ``rate`` a second (labels when their turn
-    comes). Returns each transaction's send time (``time.monotonic()``, taken just before
-    the record is handed to the producer)."""
+    comes): each transaction's send time (``time.monotonic()``, taken just before the record
+    is handed to the producer) and its broker append time (from its ack)."""
     sent_at: dict[str, float] = {}
     pending = []
+    tx_ids: list[str] = []  # the transaction id of each pending send, "" for a label
     n = len(records)
     is_tx, keys, values, ids = records.is_tx, records.keys, records.values, records.ids
     clock, monotonic = time.perf_counter, time.monotonic
@@ -97,13 +125,25 @@ async def send_paced(producer: AIOKafkaProducer, records: Slice, *, rate: float,
                 sent_at[ids[i]] = monotonic()
                 sent += 1
                 pending.append(await producer.send(transactions, values[i], key=keys[i]))
+                tx_ids.append(ids[i])
             else:
                 pending.append(await producer.send(labels, values[i], key=keys[i]))
+                tx_ids.append("")
             i += 1
         if i < n:
             await asyncio.sleep(max(0.0, start + sent / rate - clock()))
-    await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
-    return sent_at
+    acks = await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+    appended = {tx_id: ack.timestamp for tx_id, ack in zip(tx_ids, acks, strict=True)
+                if tx_id and ack.timestamp_type == LOG_APPEND}
+    return Sent(sent_at, appended)
+
+
+async def send_paced(producer: AIOKafkaProducer, records: Slice, *, rate: float,
+                     transactions: str, labels: str) -> dict[str, float]:
+    """:func:`send_stamped`'s send times alone (the floor's and the soak's)."""
+    sent = await send_stamped(producer, records, rate=rate, transactions=transactions,
+                              labels=labels)
+    return sent.sent_at
 
 
 async def end_total(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> int:
@@ -119,7 +159,9 @@ class Decisions:
     count: int
     distinct: int
     flagged_duplicate: int
-    timestamps_ms: np.ndarray  # the broker record timestamp of each decision (producer time)
+    # the record timestamp of each decision: the broker's append time on a LogAppendTime
+    # topic (the throughput phase's), else the producer's
+    timestamps_ms: np.ndarray
     ids: list[str]
 
     @property
@@ -169,17 +211,28 @@ async def read_decisions(bootstrap: str, topic: str, *, timeout: float = 120) ->
 # ---------------------------------------------------------------- the arrival-timing process
 
 
+class Arrival(NamedTuple):
+    """A record seen by the arrival process: its transaction id, when it arrived
+    (``time.monotonic()``) and its broker append time in ms (-1: the topic is not
+    LogAppendTime, the record carries the producer's time)."""
+
+    tx_id: str
+    at: float
+    appended_ms: int
+
+
 def arrivals_process(bootstrap: str, topic: str, conn: Connection, stop: Event,
                      received: Any) -> None:
     """Child process: read ``topic`` from its current end, note when each decision arrives
-    (``time.monotonic()``, the same clock as the sender's in another process), count them
-    in the shared ``received``, and send ``[(transaction id, time), ...]`` on ``conn`` when
-    ``stop`` is set. Its own process, so timing arrivals never waits behind sending."""
-    async def run() -> list[tuple[str, float]]:
+    (``time.monotonic()``, the same clock as the sender's in another process) and its
+    broker append time, count them in the shared ``received``, and send
+    ``[(transaction id, time, append ms or -1), ...]`` on ``conn`` when ``stop`` is set. Its
+    own process, so timing arrivals never waits behind sending."""
+    async def run() -> list[tuple[str, float, int]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                     enable_auto_commit=False, fetch_max_wait_ms=100)
         await consumer.start()
-        arrived: list[tuple[str, float]] = []
+        arrived: list[tuple[str, float, int]] = []
         try:
             partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             consumer.assign(partitions)
@@ -198,7 +251,8 @@ def arrivals_process(bootstrap: str, topic: str, conn: Connection, stop: Event,
                 n = 0
                 for messages in batch.values():
                     for m in messages:
-                        arrived.append((loads(m.value)["transaction_id"], now))
+                        appended = m.timestamp if m.timestamp_type == LOG_APPEND else -1
+                        arrived.append((loads(m.value)["transaction_id"], now, appended))
                         n += 1
                 if n:
                     with received.get_lock():
@@ -209,6 +263,40 @@ def arrivals_process(bootstrap: str, topic: str, conn: Connection, stop: Event,
 
     conn.send(runner()(run()))
     conn.close()
+
+
+def first_copies(arrivals: Iterable[Arrival]) -> tuple[dict[str, Arrival], dict[str, int]]:
+    """By transaction id, the first copy of its decision to arrive, and how many came."""
+    first: dict[str, Arrival] = {}
+    seen: dict[str, int] = {}
+    for a in arrivals:
+        seen[a.tx_id] = seen.get(a.tx_id, 0) + 1
+        first.setdefault(a.tx_id, a)
+    return first, seen
+
+
+def broker_to_broker(appended_ms: Mapping[str, int], sent: int,
+                     first: Mapping[str, Arrival]) -> dict[str, Any]:
+    """From each transaction's append to the broker (``appended_ms``, of the ``sent``
+    transactions) to its first decision's append (``first``: :func:`first_copies`), in ms:
+    percentiles over the transactions with both, ``decided`` (how many) and ``missing``
+    (sent, no decision seen). Not available when a side was not stamped by the broker (a
+    topic not created LogAppendTime): then it says which, rather than take a producer's
+    clock for the broker's."""
+    decided = [(t, first[i].appended_ms) for i, t in appended_ms.items() if i in first]
+    not_stamped = []
+    if len(appended_ms) < sent:
+        not_stamped.append(f"{sent - len(appended_ms):,} of {sent:,} transactions' acks "
+                           "carried the producer's time (transactions topic not LogAppendTime)")
+    unstamped = sum(d < 0 for _, d in decided)
+    if unstamped:
+        not_stamped.append(f"{unstamped:,} decisions carried the producer's time (decisions "
+                           "topic not LogAppendTime)")
+    if not_stamped:
+        return {"available": False, "note": "; ".join(not_stamped)}
+    lat = [float(d - t) for t, d in decided]
+    return {"available": True, **percentiles(lat), "decided": len(lat),
+            "missing": sent - len(lat)}
 
 
 def freeze_gc() -> None:
@@ -249,11 +337,15 @@ class Arrivals:
             raise BenchError(f"the consumer of {topic} did not start within 60 s")
         return cls(process, parent, stop, received)
 
-    async def collect(self) -> list[tuple[str, float]]:
-        """Stop it; every (transaction id, arrival time) it saw."""
+    async def collect_stamped(self) -> list[Arrival]:
+        """Stop it; every record it saw (transaction id, arrival time, append time)."""
         self.stop.set()
         got = await asyncio.to_thread(lambda: self.conn.recv() if self.conn.poll(120) else None)
         self.process.join(30)
         if got is None:
             raise BenchError("the arrival consumer sent nothing back")
-        return list(got)
+        return [Arrival._make(a) for a in got]
+
+    async def collect(self) -> list[tuple[str, float]]:
+        """Stop it; every (transaction id, arrival time) it saw."""
+        return [(a.tx_id, a.at) for a in await self.collect_stamped()]

@@ -1,6 +1,8 @@
 """Latency: offered rates (500, 1,000, 2,000, 5,000 a second and the highest sustained),
 each for a fixed time, from the producer's send to the decision's arrival at a consumer in
-another process, with the worker's own time per stage from its /metrics."""
+another process, with the worker's own time per stage from its /metrics; and, from the
+broker's own stamps (LogAppendTime topics), from each transaction's append to its
+decision's append (``broker_to_broker_ms``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from fraudtools.bench import system
-from fraudtools.bench.kafka import Arrivals, send_paced
+from fraudtools.bench.kafka import Arrival, Arrivals, broker_to_broker, first_copies, send_stamped
 from fraudtools.bench.metrics import percentiles, progress, stage_figures
 from fraudtools.bench.plan import MAX_RATE_TRIES
 from fraudtools.bench.redis_nodes import grouped
@@ -27,16 +29,18 @@ __all__ = ["phase"]
 
 
 async def phase(bench: Bench, w: Worker, where: IsolatedWorker) -> None:
-    """``latency_ms`` by offered rate, ``max_sustained_eps`` and the worker's memory, on the
-    throughput phase's worker ``w`` and topics."""
-    phases, first, seen = await _offer(bench, w, where)
+    """``latency_ms`` by offered rate (each with its ``broker_to_broker_ms``),
+    ``broker_to_broker_ms`` by rate, ``max_sustained_eps`` and the worker's memory, on the
+    throughput phase's worker ``w`` and topics (created LogAppendTime)."""
+    phases, arrivals = await _offer(bench, w, where)
+    first, seen = first_copies(arrivals)
     _summarise(bench, phases, first, seen)
 
 
 async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
-                 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, int]]:
-    """Each rate in turn: the phases' raw figures, and by transaction id the first
-    arrival and the number of copies."""
+                 ) -> tuple[list[dict[str, Any]], list[Arrival]]:
+    """Each rate in turn: the phases' raw figures, and every decision record that arrived
+    (copies included)."""
     plan = bench.plan
     arrivals = await Arrivals.start(bench.bootstrap, where.names.decisions)
     bench.children.append(arrivals.process)
@@ -56,9 +60,10 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             pids = bench.cpu_pids(worker=w.pid, consumer=consumer.pid or 0)
             before, c0 = await w.metrics(), system.sample(pids)
             progress(f"latency: {rate:,}/s for {plan.seconds:g} s ({kind}) ...")
-            sent_at = await send_paced(producer, piece, rate=rate,
-                                       transactions=where.names.transactions,
-                                       labels=where.names.labels)
+            sent = await send_stamped(producer, piece, rate=rate,
+                                      transactions=where.names.transactions,
+                                      labels=where.names.labels)
+            sent_at = sent.sent_at
             sent_done = time.monotonic()
             expected += len(sent_at)
             deadline = sent_done + plan.drain
@@ -70,7 +75,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             send_seconds = sent_done - min(sent_at.values())
             used = {k: c1.cpu[k] - c0.cpu[k] for k in c1.cpu}  # by process; then the sums
             phases.append({
-                "rate": rate, "kind": kind, "sent_at": sent_at,
+                "rate": rate, "kind": kind, "sent_at": sent_at, "sent": sent,
                 "send_seconds": send_seconds, "drain_seconds": drain_seconds,
                 "stages": stage_figures(before, after), "rss": bench.rss(w),
                 "cpu": grouped(used, bench.cpu_groups),
@@ -92,17 +97,14 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             await asyncio.sleep(1.0)
     finally:
         await producer.stop()
-    first: dict[str, float] = {}
-    seen: dict[str, int] = {}
-    for tx_id, at in await arrivals.collect():
-        seen[tx_id] = seen.get(tx_id, 0) + 1
-        first.setdefault(tx_id, at)
-    return phases, first, seen
+    return phases, await arrivals.collect_stamped()
 
 
-def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, float],
+def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arrival],
                seen: dict[str, int]) -> None:
+    first = {i: a.at for i, a in copies.items()}
     latency_ms: dict[str, Any] = {}
+    by_rate: dict[str, Any] = {}
     rss = []
     best = None
     for phase in phases:
@@ -122,6 +124,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, floa
         busy_cpu = phase["cpu"]
         per_million = {k: round(v / decided * 1e6, 1) if decided else None
                        for k, v in busy_cpu.items()}
+        b2b = broker_to_broker(phase["sent"].appended_ms, len(sent_at), copies)
         entry = {
             **percentiles(lat),
             "offered_eps": phase["rate"],
@@ -133,6 +136,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, floa
             "repeated": sum(seen.get(i, 0) > 1 for i in sent_at),
             "sustained": bool(sustained),
             "kind": phase["kind"],
+            "broker_to_broker_ms": b2b,
             "worker_stages": phase["stages"],
             "cpu_cores": {k: round(v / phase["wall"], 3) for k, v in busy_cpu.items()},
             "core_seconds_per_million": per_million,
@@ -141,13 +145,19 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], first: dict[str, floa
                 (phase["busy"] - phase["measured"]) / phase["wall"], 2),
         }
         latency_ms[str(phase["rate"])] = entry
+        by_rate[str(phase["rate"])] = {
+            **{k: b2b.get(k) for k in ("p50", "p95", "p99", "max")},
+            "sustained": bool(sustained),
+            **({} if b2b["available"] else {"note": b2b["note"]})}
         rss.append(phase["rss"]["rss_mb"])
         if sustained and (best is None or phase["rate"] > best):
             best = phase["rate"]
         progress(f"  {phase['rate']:>6,}/s: p50 {entry['p50']} p99 {entry['p99']} max "
                  f"{entry['max']} ms, achieved {entry['achieved_eps']}/s, "
-                 f"sustained {sustained}")
+                 f"sustained {sustained}; broker to broker p50 {b2b.get('p50')} p99 "
+                 f"{b2b.get('p99')} ms" + ("" if b2b["available"] else f" ({b2b['note']})"))
     bench.result["latency_ms"] = latency_ms
+    bench.result["broker_to_broker_ms"] = by_rate
     bench.result["max_sustained_eps"] = best
     bench.result["worker_rss_mb"] = round(float(np.median(rss)), 1) if rss else None
     bench.result["worker_rss_peak_mb"] = phases[-1]["rss"]["peak_mb"] if phases else None

@@ -22,14 +22,16 @@ class Plan:
     drain: float  # longest wait for a latency phase's last decisions
     decision_layer: int = 20_000  # transactions of each in-process decision-layer run
     decision_rounds: int = 5  # rounds of the decision layer's variants
+    replay_days: int = 30  # days of the reference data training's replay is timed on
+    java_records: int = 5_000  # records of Kafka's EndToEndLatency (java_hop_ms)
 
 
 FULL = Plan(limit=200_000, throughput=200_000, rates=(500, 1_000, 2_000, 5_000), seconds=15,
             max_rate_cap=10_000, baseline=10_000, two_workers=100_000, warm=400, drain=30,
-            decision_layer=20_000, decision_rounds=5)
+            decision_layer=20_000, decision_rounds=5, replay_days=30, java_records=5_000)
 QUICK = Plan(limit=30_000, throughput=30_000, rates=(500, 1_000, 2_000, 5_000), seconds=5,
              max_rate_cap=10_000, baseline=3_000, two_workers=30_000, warm=200, drain=15,
-             decision_layer=10_000, decision_rounds=3)
+             decision_layer=10_000, decision_rounds=3, replay_days=10, java_records=2_000)
 #: Fractions of the measured throughput tried, in order, for the highest sustained rate.
 MAX_RATE_TRIES = (0.9, 0.7)
 #: What a decision adds to its transaction's JSON (the limit pads its output by as much).

@@ -10,7 +10,16 @@ import orjson
 
 from fraudtools.bench.metrics import STAGES
 
-__all__ = ["decision_layer_lines", "markdown", "plot", "redis_setup", "summary", "write"]
+__all__ = [
+    "decision_layer_lines",
+    "java_hop_line",
+    "markdown",
+    "plot",
+    "redis_setup",
+    "replay_line",
+    "summary",
+    "write",
+]
 
 
 def _n(value: Any, digits: int = 0) -> str:
@@ -30,6 +39,34 @@ def _gc(stages: dict[str, Any]) -> str:
 
 def _rates(r: dict[str, Any]) -> list[str]:
     return sorted(r.get("latency_ms", {}), key=int)
+
+
+def _b2b(e: dict[str, Any]) -> dict[str, Any]:
+    """A latency entry's broker-to-broker figures ({} in reports from before them)."""
+    return dict(e.get("broker_to_broker_ms") or {})
+
+
+def java_hop_line(r: dict[str, Any]) -> str:
+    """``java_hop_ms`` in a sentence."""
+    hop = r.get("java_hop_ms")
+    if not hop:
+        return "Kafka's EndToEndLatency: not in this report."
+    if not hop.get("available"):
+        return f"Kafka's EndToEndLatency: not measured ({hop.get('note')})."
+    return (f"Kafka's own EndToEndLatency (Java, one record at a time, acks all, "
+            f"{hop['records']:,} records of {hop.get('record_size', '?')} B, one partition): "
+            f"p50 {hop['p50']} ms, p99 {hop['p99']} ms, p99.9 {hop['p999']} ms (whole ms), "
+            f"average {hop['avg']} ms.")
+
+
+def replay_line(r: dict[str, Any]) -> str:
+    """``replay_eps`` in a sentence."""
+    rp = r.get("phases", {}).get("replay")
+    if rp is None:
+        return "training's replay: not in this report."
+    return (f"training's replay (in-process, {rp['days']} days of the reference data): "
+            f"{rp['transactions']:,} transactions + {rp['labels']:,} labels in "
+            f"{rp['seconds']:.2f} s, {_n(r.get('replay_eps'))} events/s")
 
 
 def _cluster(r: dict[str, Any]) -> bool:
@@ -126,11 +163,16 @@ def summary(r: dict[str, Any]) -> str:
     hop = r.get("kafka_hop_ms") or {}
     lines.append(f"  floor: one Kafka hop at 1,000/s: p50 {hop.get('p50')} p99 {hop.get('p99')} ms "
                  "(a decision takes two)")
+    lines.append(f"  {java_hop_line(r)}")
     for rate in _rates(r):
         e = r["latency_ms"][rate]
+        b = _b2b(e)
         lines.append(f"  {int(rate):>6,}/s offered, {_n(e['achieved_eps'])}/s achieved: p50 "
                      f"{e['p50']} p95 {e['p95']} p99 {e['p99']} max {e['max']} ms"
-                     f"{'' if e['sustained'] else '  (not sustained)'}")
+                     f"{'' if e['sustained'] else '  (not sustained)'}; broker to broker "
+                     + (f"p50 {b.get('p50')} p99 {b.get('p99')} max {b.get('max')} ms"
+                        if b.get("available") else f"n/a ({b.get('note', 'not measured')})"))
+    lines.append(replay_line(r))
     cost = r["core_seconds_per_million"]
     lines.append(f"Redis: {redis_setup(r)}; commands a decision "
                  f"{r.get('redis_commands_per_decision')}")
@@ -192,6 +234,9 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"{_redis_cost(cost)} / {_n(cost.get('kafka'))} |",
         f"| Redis commands processed a decision (every client's) | "
         f"{r.get('redis_commands_per_decision', {}).get('total', '–')} |",
+        f"| training's replay, in-process "
+        f"({(r.get('phases', {}).get('replay') or {}).get('days', '?')} days) | "
+        f"{_n(r.get('replay_eps'))} events/s |",
         "",
         "## Latency, send → decision at a consumer (ms)",
         "",
@@ -201,6 +246,8 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"took p50 {(r.get('kafka_hop_ms') or {}).get('p50')} ms, p99 "
         f"{(r.get('kafka_hop_ms') or {}).get('p99')} ms in this run; a decision takes two hops "
         "plus the worker.",
+        "",
+        java_hop_line(r),
         "",
         "| offered /s | achieved /s | p50 | p95 | p99 | max | sustained | mean batch | worker ms "
         "per event (decode, redis, features, model, emit) | worker GC pauses (> 10 ms) |",
@@ -214,6 +261,28 @@ def markdown(r: dict[str, Any], png: str) -> str:
                    f"{_n(e['achieved_eps'])} | {e['p50']} | {e['p95']} | {e['p99']} | {e['max']} | "
                    f"{_n(e['sustained'])} | {_n(st['mean_batch_size'], 1)} | {per_event} | "
                    f"{_gc(st)} |")
+    out += [
+        "",
+        "## Broker to broker: transaction appended → decision appended (ms)",
+        "",
+        "The broker's own LogAppendTime of each transaction (from its ack) and of the first "
+        "copy of its decision (from the record): no client in between, whole milliseconds, "
+        "one stamp for a whole produced batch.",
+        "",
+        "| offered /s | p50 | p95 | p99 | max | mean | decided | missing | sustained |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for rate in _rates(r):
+        e = lat[rate]
+        b = _b2b(e)
+        name = f"{int(rate):,}{' (max)' if e['kind'] == 'max' else ''}"
+        if not b.get("available"):
+            out.append(f"| {name} | {b.get('note', 'not measured')} | | | | | | | "
+                       f"{_n(e['sustained'])} |")
+            continue
+        out.append(f"| {name} | {b['p50']} | {b['p95']} | {b['p99']} | {b['max']} | "
+                   f"{b['mean']} | {_n(b['decided'])} | {_n(b['missing'])} | "
+                   f"{_n(e['sustained'])} |")
     st = tp["stages"]
     out += [
         "",
@@ -295,13 +364,17 @@ def plot(r: dict[str, Any], path: Path) -> None:
     x = [int(k) for k in rates]
     for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x:")):
         ax.plot(x, [lat[k][key] for k in rates], style, label=key)
-    ax.plot([1000, 5000], [10, 25], "r*", markersize=12, label="bar (p99)")
+    for key, style in (("p50", "o--"), ("p99", "^--")):
+        b2b = [_b2b(lat[k]).get(key) for k in rates]
+        ax.plot(x, [math.nan if v is None else v for v in b2b], style,
+                label=f"broker → broker {key}")
+    ax.plot([1000, 5000], [12, 20], "r*", markersize=12, label="bar (broker → broker p99)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(x, [f"{v:,}" for v in x], rotation=45)
     ax.minorticks_off()
     ax.set_xlabel("offered transactions a second")
-    ax.set_ylabel("send → decision at a consumer (ms)")
+    ax.set_ylabel("send → decision at a consumer; broker → broker (ms)")
     ax.set_title("Latency against offered rate")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

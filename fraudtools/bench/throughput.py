@@ -1,5 +1,5 @@
-"""Throughput: one worker on a pre-loaded backlog, first to last decision (optionally
-under py-spy, ``--profile``)."""
+"""Throughput: one worker on a pre-loaded backlog, first to last decision by the broker's
+append times (optionally under py-spy, ``--profile``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fraudtools.bench.kafka import preload, read_decisions
 from fraudtools.bench.metrics import progress, stage_figures
 from fraudtools.bench.profile import summarize
 from fraudtools.isolated import IsolatedWorker
-from fraudtools.kafka_admin import create_topics
+from fraudtools.kafka_admin import LOG_APPEND_TIME, create_topics
 
 if TYPE_CHECKING:
     from fraudtools.bench.context import Bench
@@ -26,9 +26,11 @@ __all__ = ["phase"]
 
 async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
     """``throughput_eps``, the cost per million decisions and the worker's stages; the
-    worker is left running (with its topics) for the latency phase."""
+    worker is left running (with its topics) for the latency phase. The topics are
+    LogAppendTime: the broker's append times, read back, give the rate here and the
+    latency phase's ``broker_to_broker_ms``."""
     where = bench.isolated("main")
-    await create_topics(bench.bootstrap, where.topics)
+    await create_topics(bench.bootstrap, where.topics, config=LOG_APPEND_TIME)
     took = await preload(bench.bootstrap, backlog, transactions=where.names.transactions,
                          labels=where.names.labels)
     n = backlog.transactions

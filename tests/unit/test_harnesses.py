@@ -1,13 +1,10 @@
 """Pure parts of the measuring harnesses (fraudtools.bench, fraudtools.chaos): the key
-classification of the memory phase, the bar, the chaos table."""
+classification of the memory phase, the chaos table (the bench's bar:
+test_bench_figures.py)."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from fraudtools.bench.memory import KeyKind, kind_of
-from fraudtools.bench.run import bar
 from fraudtools.chaos import FAULTS, Outcome
 from fraudtools.chaos.report import table
 from service.keys import KeyLayout
@@ -31,34 +28,6 @@ def test_keys_of_another_prefix_or_version_are_not_counted() -> None:
     keys = KeyLayout(card_key_secret=b"s", prefix="bench-1")
     assert kind_of(KeyLayout(card_key_secret=b"s", prefix="bench-2").card("c").tx, keys) is None
     assert kind_of("bench-1:v0:card:{x}:tx", keys) is None
-
-
-def _result(p99_1000: float, p99_5000: float, sustained: bool = True) -> dict[str, Any]:
-    return {
-        "throughput_eps": 9000, "throughput_vs_limit": 0.5, "batching_speedup": 4.0,
-        "latency_ms": {"1000": {"p99": p99_1000},
-                       "5000": {"p99": p99_5000, "sustained": sustained}},
-    }
-
-
-def test_the_bar_figure_by_figure() -> None:
-    met = {k: v["met"] for k, v in bar(_result(9.0, 30.0)).items()}
-    assert met == {
-        "throughput_eps >= 8000": True,
-        "throughput >= 60% of limit": False,
-        "p99 at 1000/s <= 10 ms": True,
-        "p99 at 5000/s <= 25 ms": False,
-        "batching >= 3x baseline": True,
-    }
-    assert not bar(_result(9.0, 20.0, sustained=False))["p99 at 5000/s <= 25 ms"]["met"]
-
-
-def test_a_rate_with_no_decisions_misses_the_bar() -> None:
-    got = bar(_result(math.nan, math.nan))
-    assert not got["p99 at 1000/s <= 10 ms"]["met"]
-    assert not got["p99 at 5000/s <= 25 ms"]["met"]
-    missing = bar({**_result(1.0, 1.0), "latency_ms": {}})
-    assert missing["p99 at 1000/s <= 10 ms"] == {"value": None, "met": False}
 
 
 def test_the_chaos_table_has_a_row_per_scenario_and_says_fail() -> None:

@@ -30,6 +30,7 @@ from fraudcore.artifacts import (
 )
 from training import export, protocol, reasons, report
 from training.console import Phases, thresholds_text
+from training.cost import Cost, inference_cost
 from training.metrics import Metrics, evaluate
 from training.reasons import ReasonsModel
 from training.replay import ReplayStats, replay
@@ -133,8 +134,12 @@ def run(
         validated = validate(
             featured, split, candidates=candidates, folds=validation_folds, on_fit=step.advance
         )
+    with phases.phase(
+        "costing", "each candidate's ONNX export, timed in the worker's session"
+    ):
+        costs = _costs(validated)
     with phases.phase("selecting", "the best candidate and its thresholds"):
-        selection = _choose(validated, rate=review_rate)
+        selection = _choose(validated, rate=review_rate, costs=costs)
     with phases.phase(
         "testing",
         f"{selection.winner.name} on {max(test_folds, 1)} test week"
@@ -184,14 +189,23 @@ def _review_cards_per_day(frame: pd.DataFrame, given: float | None) -> float:
     return 100.0 * (len(frame) / days) / 9_600
 
 
-def _choose(validated: Sequence[Validated], *, rate: float) -> Selection:
-    selection = choose(validated, review_cards_per_day=rate)
-    mean = selection.validation
-    log.info(
-        "%s wins (mean validation AP %.3f, AUC ROC %.3f); thresholds %s",
-        selection.winner.name, mean["average_precision"], mean["auc_roc"],
-        thresholds_text(selection.thresholds),
-    )
+def _costs(validated: Sequence[Validated]) -> dict[str, Cost]:
+    """Each candidate's serving cost: its latest validation fold's model, on that fold's
+    test rows (the features it would be served)."""
+    costs = {}
+    for v in validated:
+        latest = v.per_fold[0]
+        cost = inference_cost(latest.model, features_of(latest.test)[:1000])
+        log.info("%s: %.1f µs a row, %.2f µs a row in batches of 100, %s bytes of ONNX",
+                 v.candidate.name, cost.one_row_us, cost.batch_100_us_per_row,
+                 f"{cost.onnx_bytes:,}")
+        costs[v.candidate.name] = cost
+    return costs
+
+
+def _choose(validated: Sequence[Validated], *, rate: float, costs: dict[str, Cost]) -> Selection:
+    selection = choose(validated, review_cards_per_day=rate, costs=costs)
+    log.info("%s wins; thresholds %s", selection.reason, thresholds_text(selection.thresholds))
     return selection
 
 
@@ -317,6 +331,7 @@ def _report(
         **document,
         "model": {**document["model"], "version": metadata.version},
         "candidates": selection.candidates,
+        "selection": selection.reason,
         "replay": {
             "events": replay_stats.transactions + replay_stats.labels,
             "seconds": round(replay_stats.seconds, 2),

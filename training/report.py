@@ -274,16 +274,25 @@ def render_markdown(report: Mapping[str, object], *, plots: Sequence[str] | None
             "",
             "## Candidates (validation)",
             "",
-            f"| candidate | AUC ROC | average precision | {k_label} |",
-            "|---|---:|---:|---:|",
+            f"| candidate | AUC ROC | average precision (± std) | {k_label} | within the "
+            "best's spread | µs a row | µs a row, batches of 100 | ONNX bytes |",
+            "|---|---:|---:|---:|:-:|---:|---:|---:|",
         ]
         for candidate in candidates:
             metrics = _section(candidate.get("validation"))
+            cost = _section(candidate.get("cost"))
+            within = candidate.get("within_spread")
             lines.append(
                 f"| {candidate.get('name', _DASH)} | {_fmt(metrics.get('auc_roc'))} "
                 f"| {_fmt(metrics.get('average_precision'))} "
-                f"| {_fmt(metrics.get('card_precision_at_100'))} |"
+                f"(± {_fmt(metrics.get('average_precision_std'))}) "
+                f"| {_fmt(metrics.get('card_precision_at_100'))} "
+                f"| {_DASH if within is None else ('yes' if within else 'no')} "
+                f"| {_fmt(cost.get('one_row_us'))} | {_fmt(cost.get('batch_100_us_per_row'))} "
+                f"| {_fmt(cost.get('onnx_bytes'))} |"
             )
+        if report.get("selection"):
+            lines += ["", f"Chosen: {report['selection']}."]
 
     links = list(PLOT_FILES) if plots is None else list(plots)
     if links:

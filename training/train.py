@@ -2,9 +2,12 @@
 
 Selection uses prequential validation that never looks at the test weeks: the first
 validation fold's test week is the training week itself (its model trains two weeks
-earlier, with the same gap), and each further fold moves one week back. The candidate
-with the best mean validation average precision wins (AP is the metric that moves most
-with how well frauds are ranked among ~0.8 % positives; AUC breaks ties). Thresholds come
+earlier, with the same gap), and each further fold moves one week back. The best quality
+is the best mean validation average precision (AP is the metric that moves most with how
+well frauds are ranked among ~0.8 % positives; AUC breaks ties). Inference cost is part of
+the product: given each candidate's serving cost (:mod:`training.cost`), the cheapest one
+to score a row whose mean AP is within the best's spread over the validation folds (one
+standard deviation) wins, since the folds cannot tell it from the best. Thresholds come
 from the winner's predictions on the most recent validation week:
 
 * ``review``: the score that sends about ``review_cards_per_day`` cards a day to the
@@ -21,7 +24,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +37,9 @@ from sklearn.preprocessing import StandardScaler
 from fraudcore import FEATURE_NAMES, Thresholds
 from fraudcore.artifacts import JSON, ThresholdChoice
 from training import metrics, protocol
+
+if TYPE_CHECKING:
+    from training.cost import Cost
 
 __all__ = [
     "CANDIDATES",
@@ -161,7 +167,10 @@ class Selection:
     winner: Candidate
     choice: ThresholdChoice
     validation: dict[str, float]  # the winner's mean validation metrics
-    candidates: list[dict[str, JSON]]  # each one's name, params and mean validation metrics
+    # each one's name, params, mean validation metrics, serving cost, and whether its AP is
+    # within the best's spread
+    candidates: list[dict[str, JSON]]
+    reason: str = ""  # why the winner won, in a sentence
 
     @property
     def thresholds(self) -> Thresholds:
@@ -222,10 +231,20 @@ def choose(
     *,
     review_cards_per_day: float = 100.0,
     decline_precision: float = 0.9,
+    costs: Mapping[str, Cost] | None = None,
 ) -> Selection:
-    """The best mean validation AP (AUC breaks ties) and its thresholds (see the module
-    docstring)."""
-    best = max(results, key=lambda r: (r.mean["average_precision"], r.mean["auc_roc"]))
+    """The winner and its thresholds (see the module docstring): without ``costs``, the
+    best mean validation AP (AUC breaks ties); with them (by candidate name), the cheapest
+    one-row score among the candidates within the best's AP spread."""
+    top = max(results, key=lambda r: (r.mean["average_precision"], r.mean["auc_roc"]))
+    floor = top.mean["average_precision"] - top.mean.get("average_precision_std", 0.0)
+    close = [r for r in results if r.mean["average_precision"] >= floor]
+    if costs:
+        best = min(close, key=lambda r: (costs[r.candidate.name].one_row_us,
+                                         -r.mean["average_precision"]))
+    else:
+        best = top
+    reason = _reason(best, top, floor, costs)
     latest = best.per_fold[0].predictions
     review = metrics.threshold_for_daily_cards(latest, cards_per_day=review_cards_per_day)
     decline = max(review, metrics.threshold_for_precision(latest, precision=decline_precision))
@@ -247,9 +266,29 @@ def choose(
         ),
         validation=validation,
         candidates=[
-            {"name": r.candidate.name, "params": r.candidate.params, "validation": r.mean}
+            {"name": r.candidate.name, "params": r.candidate.params, "validation": r.mean,
+             "within_spread": r.mean["average_precision"] >= floor,
+             **({"cost": costs[r.candidate.name].to_dict()} if costs else {})}
             for r in results
         ],
+        reason=reason,
+    )
+
+
+def _reason(best: Validated, top: Validated, floor: float,
+            costs: Mapping[str, Cost] | None) -> str:
+    ap = best.mean["average_precision"]
+    if best is top:
+        cheaper = "" if not costs else "; no candidate within its spread costs less to serve"
+        return f"{best.candidate.name}: the best mean validation AP ({ap:.4f}){cheaper}"
+    assert costs is not None
+    mine, theirs = costs[best.candidate.name], costs[top.candidate.name]
+    return (
+        f"{best.candidate.name}: mean validation AP {ap:.4f}, within the spread of the best "
+        f"({top.candidate.name}, {top.mean['average_precision']:.4f} - one standard "
+        f"deviation = {floor:.4f}), at {mine.one_row_us:.1f} µs a row against "
+        f"{theirs.one_row_us:.1f} µs ({mine.batch_100_us_per_row:.2f} against "
+        f"{theirs.batch_100_us_per_row:.2f} µs a row in batches of 100)"
     )
 
 

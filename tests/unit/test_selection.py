@@ -13,13 +13,23 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from fraudcore import FEATURE_NAMES, Thresholds
-from training import protocol
+from training import export, protocol
+from training.cost import Cost, inference_cost
 from training.pipeline import _review_cards_per_day
-from training.train import Candidate, Classifier, Outcome, Validated, choose, select, validate
+from training.train import (
+    Candidate,
+    Classifier,
+    Outcome,
+    Validated,
+    choose,
+    select,
+    validate,
+)
 
 SPLIT = protocol.Split(date(2018, 5, 20))  # train 05-20..26, gap to 06-02, test 06-03..09
 FIRST_DAY = date(2018, 4, 1)
@@ -164,6 +174,35 @@ def test_the_winner_is_the_best_mean_average_precision_and_brings_its_own_thresh
     assert choose([tie, high], review_cards_per_day=3).winner.name == "low"
 
 
+def test_the_cheapest_candidate_within_the_best_ones_spread_wins_and_says_why() -> None:
+    best = replace(_validated("forest", [OLDER, LATEST], ap=0.72),
+                   mean={"average_precision": 0.72, "average_precision_std": 0.02,
+                         "auc_roc": 0.88})
+    close = _validated("boosting", [LATEST, OLDER], ap=0.705)  # 0.72 - 0.02 <= 0.705
+    far = _validated("logistic", [LATEST, OLDER], ap=0.69)  # cheapest, but outside
+    costs = {"forest": Cost(52.0, 4.8, 2_100_000), "boosting": Cost(9.0, 1.1, 90_000),
+             "logistic": Cost(3.0, 0.2, 1_000)}
+    selection = choose([best, close, far], review_cards_per_day=3, costs=costs)
+    assert selection.winner.name == "boosting"
+    assert selection.thresholds.review == 0.6  # its own latest fold's
+    assert "within the spread of the best (forest, 0.7200" in selection.reason
+    assert "9.0 µs a row against 52.0 µs" in selection.reason
+    listed = {c["name"]: c for c in selection.candidates}
+    assert [listed[n]["within_spread"] for n in ("forest", "boosting", "logistic")] == [
+        True, True, False]
+    assert listed["boosting"]["cost"] == {"one_row_us": 9.0, "batch_100_us_per_row": 1.1,
+                                          "onnx_bytes": 90_000}
+    # the best is kept when it is also the cheapest within the spread, or without costs
+    cheap_best = {**costs, "forest": Cost(2.0, 0.1, 500)}
+    assert choose([best, close, far], review_cards_per_day=3, costs=cheap_best).winner.name \
+        == "forest"
+    assert choose([best, close, far], review_cards_per_day=3).winner.name == "forest"
+    # no spread known (one fold): only the best is within it
+    one_fold = replace(best, mean={"average_precision": 0.72, "auc_roc": 0.88})
+    assert choose([one_fold, close], review_cards_per_day=3, costs=costs).winner.name == \
+        "forest"
+
+
 @pytest.mark.parametrize(("rows", "days", "expected"), [
     (9_600 * 3, 3, 100.0),  # the reference volume: the benchmark's 100 cards a day
     (4_800 * 2, 2, 50.0),
@@ -177,3 +216,16 @@ def test_review_cards_per_day_scale_with_the_daily_volume(
                                           for i in range(rows)]})
     assert _review_cards_per_day(frame, None) == pytest.approx(expected)
     assert _review_cards_per_day(frame, 7.0) == 7.0  # given: as given
+
+
+def test_a_candidates_cost_is_its_onnx_export_timed_in_the_workers_session() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(FEATURE_NAMES))).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=400) > 1).astype(int)
+    small = _logistic()
+    small.fit(x, y)
+    cost = inference_cost(small, x[:50])
+    assert cost.one_row_us > 0 and cost.batch_100_us_per_row > 0
+    assert cost.onnx_bytes == len(export.convert(small, len(FEATURE_NAMES)))
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
+    assert inference_cost(forest, x[:50]).onnx_bytes > cost.onnx_bytes

@@ -1,4 +1,14 @@
 # The fraud-scoring worker (Faust). Used by docker-compose.yml; without Docker: make up.
+
+# The compiled core (native/: Rust, PyO3) as an abi3 wheel, built with maturin; crates pinned
+# by native/Cargo.lock.
+FROM rust:1-slim AS native
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /maturin && /maturin/bin/pip install --no-cache-dir "maturin>=1.16,<2"
+COPY native/ /native/
+RUN /maturin/bin/maturin build --release --locked -m /native/Cargo.toml --out /wheels
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,8 +21,10 @@ COPY pyproject.toml README.md requirements.lock ./
 COPY fraudcore/ fraudcore/
 COPY fraudrules/ fraudrules/
 COPY fraudmodel/ fraudmodel/
+COPY fraudnative/ fraudnative/
 COPY service/ service/
-RUN pip install -c requirements.lock ".[service]"
+COPY --from=native /wheels /wheels
+RUN pip install -c requirements.lock ".[service]" /wheels/*.whl && rm -rf /wheels
 COPY models/ models/
 
 # Code and models stay root-owned (read-only for the worker); the worker may only write

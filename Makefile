@@ -20,11 +20,17 @@ help:
 	@echo "make rules     check and unit-test the Prometheus alert and recording rules (promtool)"
 	@echo "make lists ARGS='show blocked_cards'  add, remove or show list entries (docs/lists.md)"
 
-# requirements.lock pins every package to the versions the tests last passed with.
-$(INSTALLED): pyproject.toml requirements.lock
+# requirements.lock pins every package to the versions the tests last passed with. The
+# compiled core (native/: Rust, PyO3) is built by maturin with cargo (README, Requirements);
+# its crates are pinned by native/Cargo.lock.
+NATIVE := native/pyproject.toml native/Cargo.toml native/Cargo.lock native/fraudcore_native.pyi \
+	$(wildcard native/src/*.rs)
+$(INSTALLED): pyproject.toml requirements.lock $(NATIVE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[service,training,dev]'
+	@command -v cargo >/dev/null || { echo "make install: cargo (Rust 1.85 or later) is needed to build native/: https://rustup.rs" >&2; exit 1; }
+	$(PY) -m pip install --quiet -c requirements.lock ./native
 	touch $@
 
 install: $(INSTALLED)

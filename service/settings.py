@@ -178,6 +178,12 @@ class Settings(BaseSettings):
     include_features: bool = Field(
         False, description="add the feature vector to every decision (audit, parity checks)"
     )
+    feature_engine: Literal["native", "python"] = Field(
+        "native",
+        description="native: the features computed by the compiled core (fraudnative, Rust); "
+        "python: by fraudcore, the reference (the same values, bit for bit, at several times "
+        "the CPU)",
+    )
 
     web_host: str = Field(
         "127.0.0.1", description="address the web server (/health, /metrics) listens on"

@@ -1,8 +1,15 @@
-"""Offline features: the stream replayed through ``fraudcore`` with the in-memory store.
+"""Offline features: the stream replayed through the feature code with an in-memory store.
 
 Transactions and label events are merged in time order (a label known at the same instant
 as a transaction is applied first) and fed to the same state machine the service runs
 against Redis, so the features a model is trained on are the features it is served.
+
+Two engines give the same features bit for bit (tests/unit/test_native.py):
+
+- ``native`` (the default): the compiled core (:mod:`fraudnative`, Rust) whose feature
+  code the worker runs, the whole loop in one call per chunk of transactions;
+- ``python``: :mod:`fraudcore` itself, the reference (``InMemoryStore`` and ``compute``,
+  one transaction at a time).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,9 +27,12 @@ from fraudcore import FEATURE_NAMES, SPEC, FeatureSpec, InMemoryStore, LabelEven
 from fraudcore.features import compute
 from training.dataset import label_events
 
-__all__ = ["ReplayStats", "replay"]
+__all__ = ["ENGINES", "ReplayStats", "replay"]
 
 log = logging.getLogger(__name__)
+
+Engine = Literal["native", "python"]
+ENGINES: tuple[Engine, ...] = ("native", "python")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class ReplayStats:
     transactions: int
     labels: int
     seconds: float
+    engine: str = "native"
 
     @property
     def events_per_second(self) -> float:
@@ -45,6 +56,7 @@ def replay(
     spec: FeatureSpec = SPEC,
     progress: Callable[[int], None] | None = None,
     dtype: type[np.floating[Any]] = np.float32,
+    engine: Engine = "native",
 ) -> tuple[pd.DataFrame, ReplayStats]:
     """Features for every transaction of ``frame`` (canonical columns, time-sorted).
 
@@ -55,9 +67,72 @@ def replay(
     last call, every :data:`PROGRESS_EVERY` of them and once at the end.
     """
     started = time.perf_counter()
-    store = InMemoryStore(spec=spec)
     labels = label_events(frame, delay_days=spec.label_delay_days)
-    label_times = labels["KNOWN_AT"].to_numpy()
+    # For each transaction, how many labels are known by its time.
+    known_before = np.searchsorted(
+        labels["KNOWN_AT"].to_numpy(), frame["TX_DATETIME"].to_numpy(), side="right"
+    )
+    run = _native if engine == "native" else _python
+    out, applied = run(frame, labels, known_before, spec, progress)
+    if progress is not None and len(frame) % PROGRESS_EVERY:
+        progress(len(frame) % PROGRESS_EVERY)
+    stats = ReplayStats(len(frame), applied, time.perf_counter() - started, engine)
+    log.debug(
+        "replayed %d transactions and %d labels in %.1f s (%.0f events/s, %s)",
+        stats.transactions, stats.labels, stats.seconds, stats.events_per_second, engine,
+    )
+    features = pd.DataFrame(out.astype(dtype), columns=list(FEATURE_NAMES), index=frame.index)
+    return pd.concat([frame, features], axis=1), stats
+
+
+def _epochs(times: pd.Series) -> np.ndarray:
+    """Seconds since the epoch, as ``datetime.timestamp()`` gives them: whole microseconds
+    (what ``to_pydatetime`` keeps) over 1e6, one correctly rounded division."""
+    micros = np.asarray(times.dt.tz_convert("UTC").array.asi8) // 1_000
+    seconds: np.ndarray = micros.astype(np.float64) / 1e6
+    return seconds
+
+
+def _native(
+    frame: pd.DataFrame,
+    labels: pd.DataFrame,
+    known_before: np.ndarray,
+    spec: FeatureSpec,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, int]:
+    from fraudnative import Replay  # the compiled core (make install builds it)
+
+    state = Replay(
+        list(zip(labels["TRANSACTION_ID"].tolist(), labels["TERMINAL_ID"].tolist(),
+                 _epochs(labels["TX_DATETIME"]).tolist(), _epochs(labels["KNOWN_AT"]).tolist(),
+                 strict=True)),
+        spec=spec,
+    )
+    times = frame["TX_DATETIME"]
+    columns = (
+        frame["TRANSACTION_ID"].tolist(), frame["CUSTOMER_ID"].tolist(),
+        frame["TERMINAL_ID"].tolist(), frame["TX_AMOUNT"].astype(float).tolist(),
+        _epochs(times).tolist(), (times.dt.day_of_week >= 5).tolist(),
+        (times.dt.hour <= 6).tolist(), known_before.tolist(),
+    )
+    out = np.empty((len(frame), len(FEATURE_NAMES)), dtype=np.float64)
+    for start in range(0, len(frame), PROGRESS_EVERY):
+        stop = min(start + PROGRESS_EVERY, len(frame))
+        rows = state.rows(*(column[start:stop] for column in columns))
+        out[start:stop] = np.frombuffer(rows, dtype=np.float64).reshape(stop - start, -1)
+        if progress is not None and stop - start == PROGRESS_EVERY:
+            progress(PROGRESS_EVERY)
+    return out, state.labels_applied
+
+
+def _python(
+    frame: pd.DataFrame,
+    labels: pd.DataFrame,
+    known_before: np.ndarray,
+    spec: FeatureSpec,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, int]:
+    store = InMemoryStore(spec=spec)
     label_rows = list(
         zip(
             labels["TRANSACTION_ID"].tolist(),
@@ -69,9 +144,6 @@ def replay(
             strict=True,
         )
     )
-    # For each transaction, how many labels are known by its time.
-    known_before = np.searchsorted(label_times, frame["TX_DATETIME"].to_numpy(), side="right")
-
     out = np.empty((len(frame), len(FEATURE_NAMES)), dtype=np.float64)
     applied = 0
     rows = zip(
@@ -92,15 +164,4 @@ def replay(
         out[i] = compute(tx, card_history, terminal_history, spec=spec)
         if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
             progress(PROGRESS_EVERY)
-    if progress is not None and len(frame) % PROGRESS_EVERY:
-        progress(len(frame) % PROGRESS_EVERY)
-    stats = ReplayStats(len(frame), applied, time.perf_counter() - started)
-    log.debug(
-        "replayed %d transactions and %d labels in %.1f s (%.0f events/s)",
-        stats.transactions,
-        stats.labels,
-        stats.seconds,
-        stats.events_per_second,
-    )
-    features = pd.DataFrame(out.astype(dtype), columns=list(FEATURE_NAMES), index=frame.index)
-    return pd.concat([frame, features], axis=1), stats
+    return out, applied

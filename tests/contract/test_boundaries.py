@@ -5,6 +5,8 @@
   standard library, itself, ``fraudcore``, the expression library (``cel``) and PyYAML;
 - ``fraudmodel`` (the served model artifact, shared by the worker and the backtest) imports
   only the standard library, itself, ``fraudcore``, numpy and onnxruntime;
+- ``fraudnative`` (the compiled core, shared by the worker and training's replay) imports only
+  the standard library, itself, ``fraudcore`` and the extension ``fraudcore_native``;
 - ``service`` never imports ``training`` or ``fraudtools``; ``training`` never imports
   ``service``;
 - only ``service`` (and ``fraudtools`` and the tests) import faust, redis, aiokafka;
@@ -22,7 +24,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fraudcore", "fraudrules", "fraudmodel", "service", "training", "fraudtools")
+PACKAGES = (
+    "fraudcore", "fraudrules", "fraudmodel", "fraudnative", "service", "training", "fraudtools",
+)
 STREAMING = frozenset({"faust", "redis", "aiokafka"})
 LEARNING = frozenset({"sklearn", "skl2onnx"})
 HEAVY = (
@@ -272,6 +276,23 @@ def test_fraudmodel_imports_only_fraudcore_numpy_and_onnxruntime(
         "fraudmodel is what the worker serves and the backtest scores with: only the standard "
         "library, fraudcore, numpy and onnxruntime:\n" + "\n".join(bad)
     )
+
+
+def test_fraudnative_imports_only_fraudcore_and_its_extension(
+    imports: dict[str, list[Import]],
+) -> None:
+    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudnative", "fraudcore"}
+    allowed |= {"fraudcore_native"}
+    bad = sorted(
+        f"{imp.where}: import {imp.module}"
+        for imp in imports["fraudnative"]
+        if imp.top not in allowed
+    )
+    assert not bad, (
+        "fraudnative is the compiled core the worker and training's replay share: only the "
+        "standard library, fraudcore and fraudcore_native:\n" + "\n".join(bad)
+    )
+    assert "fraudcore_native" in {imp.top for imp in imports["fraudnative"]}
 
 
 def test_service_imports_neither_training_nor_fraudtools(imports: dict[str, list[Import]]) -> None:

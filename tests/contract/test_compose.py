@@ -201,11 +201,19 @@ def test_dockerfile_builds_service_as_non_root() -> None:
     text = (ROOT / "Dockerfile").read_text()
     instructions = [line.split(None, 1) for line in text.splitlines() if line.strip()]
     instructions = [i for i in instructions if not i[0].startswith("#")]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
-    assert any(i[0] == "RUN" and ".[service]" in i[1] for i in instructions)
-    copied = {i[1].split()[0].rstrip("/") for i in instructions if i[0] == "COPY"}
+    stages = [n for n, i in enumerate(instructions) if i[0] == "FROM"]
+    # the compiled core is built in a stage of its own; the worker's image is the last
+    assert instructions[stages[-1]] == ["FROM", "python:3.11-slim"]
+    builds = [i[1] for i in instructions if i[0] == "RUN" and "maturin build" in i[1]]
+    assert builds and "--locked" in builds[0]
+    instructions = instructions[stages[-1]:]
+    assert any(i[0] == "RUN" and ".[service]" in i[1] and "/wheels/" in i[1]
+               for i in instructions)
+    copied = {i[1].split()[-2 if "--from" in i[1] else 0].rstrip("/") for i in instructions
+              if i[0] == "COPY"}
     # what the worker imports
-    assert {"fraudcore", "fraudrules", "fraudmodel", "service", "models"} <= copied
+    assert {"fraudcore", "fraudrules", "fraudmodel", "fraudnative", "service", "models",
+            "/wheels"} <= copied
     users = [i[1].strip() for i in instructions if i[0] == "USER"]
     assert users and users[-1] not in {"root", "0"}
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fraudcore", "fraudrules", "fraudmodel", "service", "training", "fraudtools")
+PACKAGES = (
+    "fraudcore", "fraudrules", "fraudmodel", "fraudnative", "service", "training", "fraudtools",
+)
 LIMIT = 500
 
 

@@ -1,0 +1,116 @@
+"""The compiled hot path, with fraudcore's types: features and replay state in Rust.
+
+``fraudcore_native`` (``native/``, Rust with PyO3, built by ``make install`` with maturin)
+computes what fraudcore computes, bit for bit: :func:`compute` is
+:func:`fraudcore.features.compute` (the worker calls it on the histories Redis gave),
+:class:`NativeStore` is :class:`fraudcore.state.InMemoryStore`'s exchange and labels, and
+:class:`Replay` is training's replay loop over both. fraudcore stays the reference:
+``tests/unit/test_native.py`` holds the two equal on every feature and state transition
+(hypothesis). This package imports only the standard library, fraudcore and the extension.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from array import array
+from collections.abc import Sequence
+
+import fraudcore_native as _native
+
+from fraudcore import (
+    SPEC,
+    CardHistory,
+    FeatureSpec,
+    LabelEvent,
+    TerminalHistory,
+    Transaction,
+)
+from fraudcore.errors import DuplicateConflict
+
+__all__ = ["VERSION", "NativeStore", "Replay", "compute", "engine"]
+
+#: The extension's version (native/Cargo.toml).
+VERSION: str = _native.__version__
+
+
+@functools.cache
+def engine(spec: FeatureSpec = SPEC) -> _native.Engine:
+    """The compiled features for ``spec`` (one per spec)."""
+    return _native.Engine(
+        list(spec.card_windows_days), list(spec.terminal_windows_days), spec.label_delay_days,
+        spec.short_window_seconds, spec.no_fraud_age_days, spec.grace_days,
+        spec.card_max_entries, spec.terminal_max_entries, spec.terminal_max_labels,
+    )
+
+
+def compute(
+    tx: Transaction, card: CardHistory, terminal: TerminalHistory, *, spec: FeatureSpec = SPEC
+) -> list[float]:
+    """:func:`fraudcore.features.compute`, compiled: the same vector, bit for bit."""
+    local = tx.timestamp
+    return engine(spec).compute(
+        tx.epoch, tx.amount, local.weekday() >= 5, local.hour <= 6,
+        card.timestamps, card.amounts, terminal.counts,
+        terminal.fraud_timestamps, terminal.fraud_known_at,
+    )
+
+
+class NativeStore:
+    """:class:`fraudcore.state.InMemoryStore`'s exchange and labels, compiled."""
+
+    def __init__(self, *, spec: FeatureSpec = SPEC) -> None:
+        self.spec = spec
+        self._state = _native.State(engine(spec))
+
+    def exchange(self, tx: Transaction) -> tuple[CardHistory, TerminalHistory]:
+        """The histories before ``tx``; then ``tx`` is recorded (once); a conflicting
+        duplicate raises :class:`~fraudcore.errors.DuplicateConflict`."""
+        try:
+            times, amounts, counts, frauds, known = self._state.exchange(
+                tx.transaction_id, tx.card_id, tx.terminal_id, tx.amount, tx.epoch
+            )
+        except _native.Conflict as exc:
+            raise DuplicateConflict(str(exc)) from None
+        return CardHistory(times, amounts), TerminalHistory(counts, frauds, known)
+
+    def add_label(self, label: LabelEvent) -> None:
+        self._state.add_label(label.transaction_id, label.terminal_id, label.epoch,
+                              label.known_epoch)
+
+    @property
+    def capped(self) -> dict[str, int]:
+        """Entries dropped by the size bounds so far, as InMemoryStore counts them."""
+        card, terminal, label = self._state.capped
+        return {"card": card, "terminal": terminal, "label": label}
+
+
+class Replay:
+    """Training's replay loop, compiled: labels are set once, then transactions go through
+    in chunks (:meth:`rows`)."""
+
+    def __init__(self, labels: Sequence[tuple[str, str, float, float]], *,
+                 spec: FeatureSpec = SPEC) -> None:
+        """``labels``: (transaction id, terminal id, its time, known at), by known time."""
+        self.spec = spec
+        self._state = _native.State(engine(spec))
+        ids, terminals, times, known = (list(c) for c in zip(*labels, strict=True)) if labels \
+            else ([], [], [], [])
+        self._state.set_labels(ids, terminals, times, known)
+
+    @property
+    def labels_applied(self) -> int:
+        return self._state.applied
+
+    def rows(self, ids: list[str], cards: list[str], terminals: list[str], amounts: list[float],
+             epochs: list[float], weekend: list[bool], night: list[bool],
+             known_before: list[int]) -> array[float]:
+        """The feature rows of a chunk of transactions in time order, flat (row after row):
+        before each, the first ``known_before`` labels are applied."""
+        raw = self._state.replay(engine(self.spec), ids, cards, terminals, amounts, epochs,
+                                 weekend, night, known_before)
+        rows = array("d")
+        rows.frombytes(raw)
+        if sys.byteorder == "big":  # the extension writes little-endian doubles
+            rows.byteswap()
+        return rows

@@ -1,0 +1,226 @@
+//! fraudcore_native: the per-transaction hot path of fraud-stream, compiled.
+//!
+//! `Engine.compute` is fraudcore.features.compute (the worker calls it once a transaction,
+//! on the histories Redis gave); `State` is fraudcore.state.InMemoryStore's exchange and
+//! labels, and `State.replay` is training's replay loop over both, in one call per chunk
+//! of transactions. The Python package fraudnative wraps them with fraudcore's types; the
+//! pure-Python fraudcore stays the reference, and tests/unit/test_native.py holds the two
+//! equal on every feature and state transition.
+
+mod features;
+mod fsum;
+mod store;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use features::{compute, Event, Histories, Spec};
+use store::{Exchanged, Store};
+
+create_exception!(fraudcore_native, Conflict, PyException, "The same id seen before with other content.");
+
+/// The feature definitions' parameters (fraudcore.features.FeatureSpec).
+#[pyclass(module = "fraudcore_native", frozen)]
+struct Engine {
+    spec: Spec,
+}
+
+type HistoryLists = (Vec<f64>, Vec<f64>, Vec<i64>, Vec<f64>, Vec<f64>);
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        card_windows_days: Vec<i64>,
+        terminal_windows_days: Vec<i64>,
+        label_delay_days: i64,
+        short_window_seconds: i64,
+        no_fraud_age_days: f64,
+        grace_days: i64,
+        card_max_entries: usize,
+        terminal_max_entries: usize,
+        terminal_max_labels: usize,
+    ) -> PyResult<Self> {
+        if card_windows_days.is_empty() || terminal_windows_days.is_empty() || card_max_entries == 0 {
+            return Err(PyValueError::new_err("a spec needs windows and a card bound of at least 1"));
+        }
+        Ok(Engine {
+            spec: Spec {
+                card_windows_days,
+                terminal_windows_days,
+                label_delay_days,
+                short_window_seconds,
+                no_fraud_age_days,
+                grace_days,
+                card_max_entries,
+                terminal_max_entries,
+                terminal_max_labels,
+            },
+        })
+    }
+
+    /// The feature vector of a transaction (its epoch, amount, weekend and night in its
+    /// own offset) from its histories, in FEATURE_NAMES order.
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &self,
+        epoch: f64,
+        amount: f64,
+        weekend: bool,
+        night: bool,
+        card_times: Vec<f64>,
+        card_amounts: Vec<f64>,
+        counts: Vec<i64>,
+        fraud_times: Vec<f64>,
+        fraud_known_at: Vec<f64>,
+    ) -> PyResult<Vec<f64>> {
+        let mut out = Vec::with_capacity(self.spec.feature_count());
+        let histories = Histories {
+            card_times: &card_times,
+            card_amounts: &card_amounts,
+            counts: &counts,
+            fraud_times: &fraud_times,
+            fraud_known_at: &fraud_known_at,
+        };
+        compute(&self.spec, &Event { epoch, amount, weekend, night }, &histories, &mut out)
+            .map_err(PyValueError::new_err)?;
+        Ok(out)
+    }
+}
+
+/// fraudcore.state.InMemoryStore's state, and the replay over it.
+#[pyclass(module = "fraudcore_native")]
+struct State {
+    store: Store,
+    scratch: Exchanged,
+    labels: Vec<(String, String, f64, f64)>, // id, terminal, time, known at: by known time
+    applied: usize,
+}
+
+#[pymethods]
+impl State {
+    #[new]
+    fn new(engine: &Engine) -> Self {
+        State {
+            store: Store::new(engine.spec.clone()),
+            scratch: Exchanged::default(),
+            labels: Vec::new(),
+            applied: 0,
+        }
+    }
+
+    /// The histories before the transaction (card times, card amounts, terminal counts,
+    /// fraud times, fraud known-at); then it is recorded. Conflict: the id was seen with
+    /// other content.
+    fn exchange(&mut self, id: &str, card_id: &str, terminal_id: &str, amount: f64, epoch: f64) -> PyResult<HistoryLists> {
+        self.store
+            .exchange(id, card_id, terminal_id, amount, epoch, &mut self.scratch)
+            .map_err(|c| Conflict::new_err(c.0))?;
+        let s = &self.scratch;
+        Ok((s.card_times.clone(), s.card_amounts.clone(), s.counts.clone(), s.fraud_times.clone(), s.fraud_known_at.clone()))
+    }
+
+    fn add_label(&mut self, id: &str, terminal_id: &str, epoch: f64, known_at: f64) {
+        self.store.add_label(id, terminal_id, epoch, known_at);
+    }
+
+    /// The replay's label events, in the order they become known.
+    fn set_labels(&mut self, ids: Vec<String>, terminals: Vec<String>, epochs: Vec<f64>, known_at: Vec<f64>) -> PyResult<()> {
+        let n = ids.len();
+        if terminals.len() != n || epochs.len() != n || known_at.len() != n {
+            return Err(PyValueError::new_err("labels: every column must have the same length"));
+        }
+        self.labels = ids
+            .into_iter()
+            .zip(terminals)
+            .zip(epochs.into_iter().zip(known_at))
+            .map(|((i, t), (e, k))| (i, t, e, k))
+            .collect();
+        self.applied = 0;
+        Ok(())
+    }
+
+    /// Labels applied so far by `replay`.
+    #[getter]
+    fn applied(&self) -> usize {
+        self.applied
+    }
+
+    /// Entries dropped by the size bounds so far: (card, terminal, label).
+    #[getter]
+    fn capped(&self) -> (u64, u64, u64) {
+        (self.store.capped[0], self.store.capped[1], self.store.capped[2])
+    }
+
+    /// Training's replay over a chunk of transactions in time order: before each, the
+    /// labels known by its time (``known_before``: how many of the set labels) are
+    /// applied; then its features are computed from the exchange. Returns the feature
+    /// rows as little-endian float64 bytes (rows of FEATURE_NAMES).
+    #[allow(clippy::too_many_arguments)]
+    fn replay<'py>(
+        &mut self,
+        py: Python<'py>,
+        engine: &Engine,
+        ids: Vec<String>,
+        cards: Vec<String>,
+        terminals: Vec<String>,
+        amounts: Vec<f64>,
+        epochs: Vec<f64>,
+        weekend: Vec<bool>,
+        night: Vec<bool>,
+        known_before: Vec<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let n = ids.len();
+        for len in [cards.len(), terminals.len(), amounts.len(), epochs.len(), weekend.len(), night.len(), known_before.len()] {
+            if len != n {
+                return Err(PyValueError::new_err("replay: every column must have the same length"));
+            }
+        }
+        let width = engine.spec.feature_count();
+        let mut row = Vec::with_capacity(width);
+        let mut bytes = Vec::with_capacity(n * width * 8);
+        for i in 0..n {
+            let known = known_before[i].min(self.labels.len());
+            while self.applied < known {
+                let (id, terminal, epoch, at) = &self.labels[self.applied];
+                self.store.add_label(id, terminal, *epoch, *at);
+                self.applied += 1;
+            }
+            self.store
+                .exchange(&ids[i], &cards[i], &terminals[i], amounts[i], epochs[i], &mut self.scratch)
+                .map_err(|c| Conflict::new_err(c.0))?;
+            let s = &self.scratch;
+            let histories = Histories {
+                card_times: &s.card_times,
+                card_amounts: &s.card_amounts,
+                counts: &s.counts,
+                fraud_times: &s.fraud_times,
+                fraud_known_at: &s.fraud_known_at,
+            };
+            row.clear();
+            let event = Event { epoch: epochs[i], amount: amounts[i], weekend: weekend[i], night: night[i] };
+            compute(&engine.spec, &event, &histories, &mut row).map_err(PyValueError::new_err)?;
+            for v in &row {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Entries held: (card, terminal, label).
+    fn sizes(&self) -> (usize, usize, usize) {
+        self.store.sizes()
+    }
+}
+
+#[pymodule]
+fn fraudcore_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<State>()?;
+    m.add("Conflict", m.py().get_type::<Conflict>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -68,9 +68,10 @@ def replay(
     """
     started = time.perf_counter()
     labels = label_events(frame, delay_days=spec.label_delay_days)
-    # For each transaction, how many labels are known by its time.
+    # For each transaction, how many labels are known by its time (on the nanoseconds: a
+    # search over the timestamps as objects took 12 s on the reference data).
     known_before = np.searchsorted(
-        labels["KNOWN_AT"].to_numpy(), frame["TX_DATETIME"].to_numpy(), side="right"
+        _nanoseconds(labels["KNOWN_AT"]), _nanoseconds(frame["TX_DATETIME"]), side="right"
     )
     run = _native if engine == "native" else _python
     out, applied = run(frame, labels, known_before, spec, progress)
@@ -85,10 +86,15 @@ def replay(
     return pd.concat([frame, features], axis=1), stats
 
 
+def _nanoseconds(times: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch, as integers (the order of the timestamps)."""
+    return np.asarray(times.dt.tz_convert("UTC").array.asi8)
+
+
 def _epochs(times: pd.Series) -> np.ndarray:
     """Seconds since the epoch, as ``datetime.timestamp()`` gives them: whole microseconds
     (what ``to_pydatetime`` keeps) over 1e6, one correctly rounded division."""
-    micros = np.asarray(times.dt.tz_convert("UTC").array.asi8) // 1_000
+    micros = _nanoseconds(times) // 1_000
     seconds: np.ndarray = micros.astype(np.float64) / 1e6
     return seconds
 

@@ -16,8 +16,8 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use features::{compute, Event, Histories, Spec};
-use store::{Exchanged, Store};
+pub use features::{compute, Event, Histories, Spec};
+pub use store::{Exchanged, Store};
 
 create_exception!(fraudcore_native, Conflict, PyException, "The same id seen before with other content.");
 
@@ -223,4 +223,43 @@ fn fraudcore_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Conflict", m.py().get_type::<Conflict>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+// For examples/replay_speed.rs (not part of the Python module).
+#[doc(hidden)]
+pub fn bench_spec() -> Spec {
+    Spec {
+        card_windows_days: vec![1, 7, 30],
+        terminal_windows_days: vec![1, 7, 30],
+        label_delay_days: 7,
+        short_window_seconds: 3600,
+        no_fraud_age_days: 60.0,
+        grace_days: 3,
+        card_max_entries: 500,
+        terminal_max_entries: 100_000,
+        terminal_max_labels: 250,
+    }
+}
+#[doc(hidden)]
+pub fn bench_store(spec: Spec) -> Store {
+    Store::new(spec)
+}
+#[doc(hidden)]
+pub fn bench_exchanged() -> Exchanged {
+    Exchanged::default()
+}
+#[doc(hidden)]
+pub fn bench_exchange(s: &mut Store, id: &str, card: &str, term: &str, amount: f64, t: f64, x: &mut Exchanged) {
+    let _ = s.exchange(id, card, term, amount, t, x);
+}
+#[doc(hidden)]
+pub fn bench_compute(spec: &Spec, t: f64, amount: f64, x: &Exchanged, out: &mut Vec<f64>) {
+    let h = Histories {
+        card_times: &x.card_times,
+        card_amounts: &x.card_amounts,
+        counts: &x.counts,
+        fraud_times: &x.fraud_times,
+        fraud_known_at: &x.fraud_known_at,
+    };
+    let _ = compute(spec, &Event { epoch: t, amount, weekend: false, night: false }, &h, out);
 }

@@ -3,7 +3,7 @@
 //! hands the features the same histories.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::features::Spec;
 
@@ -98,8 +98,7 @@ impl Timeline {
     }
 
     /// Entries after `low`, in time order, without the one whose id is `excluding`.
-    pub fn since(&self, low: f64, excluding: &str) -> impl Iterator<Item = (f64, f64)> + '_ {
-        let excluding = excluding.to_owned();
+    pub fn since<'a>(&'a self, low: f64, excluding: &'a str) -> impl Iterator<Item = (f64, f64)> + 'a {
         self.entries[self.index(low)..]
             .iter()
             .filter(move |e| e.id != excluding)
@@ -137,9 +136,9 @@ impl Store {
     pub fn new(spec: Spec) -> Store {
         Store {
             spec,
-            cards: HashMap::new(),
-            terminals: HashMap::new(),
-            labels: HashMap::new(),
+            cards: HashMap::default(),
+            terminals: HashMap::default(),
+            labels: HashMap::default(),
             capped: [0; 3],
         }
     }
@@ -157,7 +156,10 @@ impl Store {
         let spec = &self.spec;
         let card_retention = spec.card_retention_seconds();
         let terminal_retention = spec.terminal_retention_seconds();
-        let card = self.cards.entry(card_id.to_owned()).or_default();
+        if !self.cards.contains_key(card_id) {
+            self.cards.insert(card_id.to_owned(), Timeline::default());
+        }
+        let card = self.cards.get_mut(card_id).expect("just inserted");
         if let Some((time, value, tag)) = card.get(id) {
             if !(*time == t && *value == amount && tag == terminal_id) {
                 return Err(Conflict(format!(
@@ -171,12 +173,16 @@ impl Store {
         self.capped[0] += card.keep(spec.card_max_entries - 1) as u64;
         into.card_times.clear();
         into.card_amounts.clear();
-        for (time, value) in card.since(t - card_retention, id) {
+        // since(..., excluding=id) in the reference: the id was just discarded, so none is it
+        for (time, value) in card.since(t - card_retention, "") {
             into.card_times.push(time);
             into.card_amounts.push(value);
         }
         card.add(t, id, amount, terminal_id);
-        let terminal = self.terminals.entry(terminal_id.to_owned()).or_default();
+        if !self.terminals.contains_key(terminal_id) {
+            self.terminals.insert(terminal_id.to_owned(), Timeline::default());
+        }
+        let terminal = self.terminals.get_mut(terminal_id).expect("just inserted");
         terminal.add(t, id, 0.0, "");
         terminal.trim(t - terminal_retention);
         self.capped[1] += terminal.keep(spec.terminal_max_entries) as u64;

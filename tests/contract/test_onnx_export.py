@@ -212,7 +212,8 @@ def test_shipped_reasons_match_the_shipped_model(
     found = session.run([info.reasons.output_name], {info.reasons.input_name: rows})[0]
     assert found.shape == rows.shape
     model = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    proba = model.run([info.output_name], {info.input_name: rows})[0][:, 1]
-    np.testing.assert_allclose(
-        found.astype(np.float64).sum(axis=1) + info.reasons.base_value, proba, rtol=0, atol=1e-5
-    )
+    proba = model.run([info.output_name], {info.input_name: rows})[0][:, 1].astype(np.float64)
+    total = found.astype(np.float64).sum(axis=1) + info.reasons.base_value
+    if info.reasons.output == "log_odds":  # boosting and linear models: in the logit's space
+        total = 1.0 / (1.0 + np.exp(-total))
+    np.testing.assert_allclose(total, proba, rtol=0, atol=1e-5)

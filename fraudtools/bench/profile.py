@@ -23,7 +23,7 @@ __all__ = ["COMPONENTS", "summarize"]
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("startup (imports)", r"<frozen importlib|_find_and_load"),
     ("onnxruntime (model)", r"onnxruntime/|InferenceSession|Model\.score"),
-    ("features (fraudcore.compute)", r"fraudcore/features"),
+    ("features (fraudnative, fraudcore.compute)", r"fraudcore/features|fraudnative/"),
     ("decode + validate (orjson, fraudcore.events)", r"decode_transaction|decode_label|"
                                                      r"fraudcore/events"),
     ("decision JSON (Decision.to_json)", r"Decision\.to_json"),

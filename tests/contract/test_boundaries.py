@@ -212,18 +212,19 @@ def test_every_package_has_sources_and_the_scan_sees_known_imports(
     assert {"fraudcore", "numpy", "onnxruntime"} <= {imp.top for imp in imports["fraudmodel"]}
 
 
+def _beyond(imports: list[Import], package: str, *more: str) -> list[str]:
+    """The imports of ``package`` other than the standard library, itself and ``more``."""
+    allowed = set(sys.stdlib_module_names) | {"__future__", package, *more}
+    return sorted(f"{imp.where}: import {imp.module}" for imp in imports if imp.top not in allowed)
+
+
 # --- the rules ---------------------------------------------------------------------------------
 
 
 def test_fraudcore_imports_only_the_standard_library_and_itself(
     imports: dict[str, list[Import]],
 ) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudcore"}
-    bad = sorted(
-        f"{imp.where}: import {imp.module}"
-        for imp in imports["fraudcore"]
-        if imp.top not in allowed
-    )
+    bad = _beyond(imports["fraudcore"], "fraudcore")
     assert not bad, (
         "fraudcore must stay pure standard library (it is shared by the service and training); "
         "move this code to service/ or training/:\n" + "\n".join(bad)
@@ -241,13 +242,7 @@ def test_fraudcore_imports_neither_side(imports: dict[str, list[Import]]) -> Non
 
 
 def test_fraudrules_imports_only_fraudcore_cel_and_yaml(imports: dict[str, list[Import]]) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudrules", "fraudcore"}
-    allowed |= {"cel", "yaml"}
-    bad = sorted(
-        f"{imp.where}: import {imp.module}"
-        for imp in imports["fraudrules"]
-        if imp.top not in allowed
-    )
+    bad = _beyond(imports["fraudrules"], "fraudrules", "fraudcore", "cel", "yaml")
     assert not bad, (
         "fraudrules is shared by the service and training's backtest: only the standard "
         "library, fraudcore, the expression library and PyYAML:\n" + "\n".join(bad)
@@ -265,13 +260,7 @@ def test_fraudrules_imports_no_side_and_no_heavy_dependency(
 def test_fraudmodel_imports_only_fraudcore_numpy_and_onnxruntime(
     imports: dict[str, list[Import]],
 ) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudmodel", "fraudcore"}
-    allowed |= {"numpy", "onnxruntime"}
-    bad = sorted(
-        f"{imp.where}: import {imp.module}"
-        for imp in imports["fraudmodel"]
-        if imp.top not in allowed
-    )
+    bad = _beyond(imports["fraudmodel"], "fraudmodel", "fraudcore", "numpy", "onnxruntime")
     assert not bad, (
         "fraudmodel is what the worker serves and the backtest scores with: only the standard "
         "library, fraudcore, numpy and onnxruntime:\n" + "\n".join(bad)
@@ -281,13 +270,7 @@ def test_fraudmodel_imports_only_fraudcore_numpy_and_onnxruntime(
 def test_fraudnative_imports_only_fraudcore_and_its_extension(
     imports: dict[str, list[Import]],
 ) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "fraudnative", "fraudcore"}
-    allowed |= {"fraudcore_native"}
-    bad = sorted(
-        f"{imp.where}: import {imp.module}"
-        for imp in imports["fraudnative"]
-        if imp.top not in allowed
-    )
+    bad = _beyond(imports["fraudnative"], "fraudnative", "fraudcore", "fraudcore_native")
     assert not bad, (
         "fraudnative is the compiled core the worker and training's replay share: only the "
         "standard library, fraudcore and fraudcore_native:\n" + "\n".join(bad)

@@ -26,7 +26,7 @@ from training import cli
 from training.dataset import COLUMNS, DatasetError
 from training.from_log import PROVENANCE, read_features, read_frauds, read_log, training_set
 
-from .test_lists_service import RULES, Lists, holder, tag
+from .test_lists_service import RULES, blocked_and_trusted
 from .test_pipeline import ROOT, messages, pipeline, sink_of, tx
 from .test_pipeline import decide as decide_batch
 
@@ -85,11 +85,7 @@ def test_without_the_log_nothing_is_written_to_it(models: ModelHolder) -> None:
 def test_the_log_keeps_the_models_action_before_the_rules_and_the_lists_that_held_a_field(
     models: ModelHolder, tmp_path: Path
 ) -> None:
-    source = Lists()
-    source.put("blocked_cards", "card_id", {tag("card-7"): 0.0})
-    source.put("trusted_terminals", "terminal_id", {"T-OK": 0.0})
-    lists = holder(source)
-    asyncio.run(lists.refresh())
+    _, lists = blocked_and_trusted()
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_bytes(RULES)
     p = pipeline(models)

@@ -220,14 +220,20 @@ def test_a_list_holding_another_field_than_declared_matches_nothing(rules_file: 
 # --- in the batch path --------------------------------------------------------------------
 
 
-def test_the_pipeline_declines_a_blocked_card_and_allows_a_trusted_terminal(
-    models: ModelHolder, rules_file: Path
-) -> None:
+def blocked_and_trusted() -> tuple[Lists, ListsHolder]:
+    """card-7 blocked, terminal T-OK trusted, read once by a holder."""
     source = Lists()
     source.put("blocked_cards", "card_id", {tag("card-7"): 0.0})
     source.put("trusted_terminals", "terminal_id", {"T-OK": 0.0})
     lists = holder(source)
     asyncio.run(lists.refresh())
+    return source, lists
+
+
+def test_the_pipeline_declines_a_blocked_card_and_allows_a_trusted_terminal(
+    models: ModelHolder, rules_file: Path
+) -> None:
+    source, lists = blocked_and_trusted()
     p = pipeline(models)
     p.rules = RulesHolder(rules_file, lists=lists)
     asyncio.run(decide(p, messages(tx(1, card="card-7"), tx(2, card="card-8"),

@@ -24,7 +24,7 @@ from fraudcore import FEATURE_NAMES
 from fraudcore.artifacts import METADATA_FILE, MODEL_FILE, POINTER_FILE, ModelInfo, model_info
 from fraudcore.errors import ModelIntegrityError
 from fraudmodel.reasons import Explainer, load_explainer
-from fraudmodel.runtime import session
+from fraudmodel.runtime import loaded_session
 
 __all__ = ["Model", "current_version", "load_current", "load_model"]
 
@@ -60,12 +60,7 @@ def load_model(directory: Path) -> Model:
     except (OSError, ValueError) as exc:
         raise ModelIntegrityError(f"cannot read the model in {directory}: {exc}") from exc
     info = model_info(metadata, model_bytes)
-    try:
-        loaded = session(model_bytes)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
-        raise ModelIntegrityError(
-            f"{directory / MODEL_FILE} is not a model onnxruntime can load: {exc}"
-        ) from exc
+    loaded = loaded_session(model_bytes, directory / MODEL_FILE)
     model = Model(info, loaded)
     _test_score(model, directory)
     # What explains its scores travels with it: checked now, or the model is refused.

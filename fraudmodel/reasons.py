@@ -37,7 +37,7 @@ from fraudcore.artifacts import (
     check_reasons,
 )
 from fraudcore.errors import ModelIntegrityError
-from fraudmodel.runtime import session
+from fraudmodel.runtime import loaded_session
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -124,12 +124,7 @@ def load_explainer(
             "file or retrain with `make train`"
         ) from exc
     check_reasons(reasons, content, version=info.version)
-    try:
-        loaded = session(content)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
-        raise ModelIntegrityError(
-            f"{path} is not a model onnxruntime can load: {exc}"
-        ) from exc
+    loaded = loaded_session(content, path)
     explainer = Explainer(reasons, loaded)
     _test_explain(explainer, score or _model_scorer(directory, info), f"{path}")
     log.info(
@@ -151,10 +146,7 @@ def _model_scorer(directory: Path, info: ModelInfo) -> Scorer:
             f"model {info.version}: {path} is not the model its metadata describes (sha256); "
             "restore it or retrain with `make train`"
         )
-    try:
-        loaded = session(content)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one type
-        raise ModelIntegrityError(f"{path} is not a model onnxruntime can load: {exc}") from exc
+    loaded = loaded_session(content, path)
 
     def score(rows: NDArray[np.float32]) -> NDArray[np.float64]:
         output = loaded.run([info.output_name], {info.input_name: rows})[0]

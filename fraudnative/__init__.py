@@ -49,11 +49,17 @@ def compute(
 ) -> list[float]:
     """:func:`fraudcore.features.compute`, compiled: the same vector, bit for bit."""
     local = tx.timestamp
-    return engine(spec).compute(
+    # The default spec's engine without the cache's lookup (hashing the spec: ~0.6 µs,
+    # on every transaction).
+    features = _DEFAULT if spec is SPEC else engine(spec)
+    return features.compute(
         tx.epoch, tx.amount, local.weekday() >= 5, local.hour <= 6,
         card.timestamps, card.amounts, terminal.counts,
         terminal.fraud_timestamps, terminal.fraud_known_at,
     )
+
+
+_DEFAULT = engine(SPEC)
 
 
 class NativeStore:

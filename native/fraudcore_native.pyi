@@ -25,7 +25,7 @@ class Engine:
         amount: float,
         weekend: bool,
         night: bool,
-        card_times: Sequence[float],
+        card_times: Sequence[float],  # an array('d') is read at once
         card_amounts: Sequence[float],
         counts: Sequence[int],
         fraud_times: Sequence[float],
@@ -58,3 +58,42 @@ class State:
         known_before: list[int],
     ) -> bytes: ...
     def sizes(self) -> tuple[int, int, int]: ...
+
+class Commands:
+    def __init__(
+        self,
+        root: str,
+        card_sha: str,
+        terminal_sha: str,
+        card_retention_seconds: float,
+        terminal_retention_seconds: float,
+        label_delay_seconds: float,
+        terminal_windows_seconds: list[float],
+        card_max_entries: int,
+        terminal_max_entries: int,
+    ) -> None: ...
+    def exchange(
+        self,
+        transaction_id: str,
+        card_tag: str,
+        terminal_id: str,
+        epoch: float,
+        amount: float,
+        now: float,
+        ids: bool,
+    ) -> tuple[tuple[bytes, str] | None, tuple[bytes, str], tuple[bytes, str]]: ...
+
+def card_history(joined: bytes) -> tuple[bytes, bytes]: ...
+def decode_transaction(
+    payload: bytes,
+) -> (
+    tuple[
+        tuple[str, str, str],
+        float,
+        tuple[int, int, int, int, int, int, int, int],
+        tuple[str | None, str | None, str | None, str | None],
+    ]
+    | None
+): ...
+def float_repr(x: float) -> str: ...
+def terminal_tag(terminal_id: str) -> str: ...

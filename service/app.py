@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, NoReturn
@@ -21,10 +20,9 @@ from typing import Literal, NoReturn
 import faust
 from pydantic import ValidationError
 
-from fraudcore import CardHistory, TerminalHistory, Transaction, compute
 from fraudcore.errors import ModelError
 from fraudrules import RulesError
-from service import logs, redaction, usage
+from service import engine, logs, redaction, usage
 from service.agents import wire
 from service.delivery import send_until_acknowledged
 from service.kafka import faust_broker_options
@@ -131,7 +129,8 @@ def build_worker(s: Settings) -> Worker:
             label_wait_seconds=s.label_wait_seconds,
         ),
         rules=rules,
-        features=feature_engine(s.feature_engine),
+        decode=engine.decoder(s.engine),
+        features=engine.features(s.engine),
     )
     lists, changes = _lists(s, store, pipeline, rules) if s.rules_file else (None, None)
     wire(app, settings=s, pipeline=pipeline, models=models, rules=rules, changes=changes)
@@ -140,23 +139,6 @@ def build_worker(s: Settings) -> Worker:
         rules=rules,
     )
     return Worker(s, app, models, store, pipeline, rules, lists, changes)
-
-
-def feature_engine(
-    name: Literal["native", "python"],
-) -> Callable[[Transaction, CardHistory, TerminalHistory], list[float]]:
-    """The features' code: the compiled core's (``native``), or fraudcore's, the reference.
-    :class:`StartupError` when the compiled core is not installed (``make install``)."""
-    if name == "python":
-        return compute
-    try:
-        import fraudnative
-    except ImportError as exc:
-        raise StartupError(
-            f"FRAUD_FEATURE_ENGINE=native, but the compiled core is not installed ({exc}); "
-            "build it with `make install` (it needs cargo), or set FRAUD_FEATURE_ENGINE=python"
-        ) from exc
-    return fraudnative.compute
 
 
 def _lists(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import hiredis
 
@@ -36,10 +37,10 @@ class Script:
         return Call(pack("EVALSHA", self.sha, len(keys), *keys, *args), keys[0], self)
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """One packed command; ``key``, its first key (a Redis Cluster routes by its slot);
-    ``script`` when it is an EVALSHA (loaded again on NOSCRIPT)."""
+    ``script`` when it is an EVALSHA (loaded again on NOSCRIPT). A named tuple: three a
+    transaction, and a frozen dataclass cost ~1 µs each to make."""
 
     packed: bytes
     key: str

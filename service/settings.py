@@ -178,11 +178,11 @@ class Settings(BaseSettings):
     include_features: bool = Field(
         False, description="add the feature vector to every decision (audit, parity checks)"
     )
-    feature_engine: Literal["native", "python"] = Field(
+    engine: Literal["native", "python"] = Field(
         "native",
-        description="native: the features computed by the compiled core (fraudnative, Rust); "
-        "python: by fraudcore, the reference (the same values, bit for bit, at several times "
-        "the CPU)",
+        description="the per-transaction hot path (decoding, Redis commands and replies, "
+        "features): native: the compiled core (fraudnative, Rust); python: fraudcore and "
+        "service.exchange, the reference (the same decisions, bit for bit, at more CPU)",
     )
 
     web_host: str = Field(

@@ -6,10 +6,11 @@ terminal's keys (each Lua call is atomic, and each touches keys of a single hash
 stays on one shard of a Redis Cluster). Redis runs them in order, so a card's second
 transaction in a batch sees its first.
 
-The pipeline is packed by hiredis (C) and written on one pooled redis-py connection, and the
-replies are read back under one timeout: redis-py's own pipeline packs in Python, checks
-the scripts with an extra round trip and times every reply, which cost about half of the
-worker's CPU per transaction (see docs/benchmarks.md).
+The commands are written by :mod:`service.exchange` (the compiled core, or the Python
+reference: the same bytes) and sent on one pooled redis-py connection in one write, and
+the replies are read back under one timeout: redis-py's own pipeline packs in Python,
+checks the scripts with an extra round trip and times every reply, which cost about half
+of the worker's CPU per transaction (see docs/benchmarks.md).
 
 Key names are built by :class:`service.keys.KeyLayout` (the layout is drawn there).
 Every key is trimmed to the spec's retention, relative to the transaction being scored,
@@ -34,14 +35,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fraudcore import SPEC, FeatureSpec, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
-from fraudcore.features import terminal_windows
 from fraudcore.state import LabelCheck
 from service import scripts
 from service.commands import Call, Script, command, pack
+from service.engine import Engine
+from service.exchange import exchange_calls
 from service.keys import KeyLayout
 from service.lineage import Lineage
 from service.ports import Answer, Exchange, LabelsAnswer, OnPart
-from service.replies import card_history, check_label, floats, newest_score, stored
+from service.replies import check_label, floats, newest_score
 
 __all__ = ["PART", "REDIS_FAULTS", "RedisStore", "ReplicasBehind", "unavailable"]
 
@@ -79,6 +81,7 @@ class RedisStore:
         ids: bool = True,
         clock: Callable[[], float] = time.time,
         wait_replicas: int = 0,
+        engine: Engine = "python",
     ) -> None:
         self.redis = redis
         self.spec = spec
@@ -88,16 +91,16 @@ class RedisStore:
         self._card = Script.of(scripts.CARD)
         self._terminal = Script.of(scripts.TERMINAL)
         self._label = Script.of(scripts.LABEL)
+        # A transaction's calls and the card's reply: compiled, or the Python reference.
+        self._calls = exchange_calls(engine, self.keys, self._card, self._terminal, ids=ids,
+                                     spec=spec)
         self._timeout = self._socket_timeout(redis)
         # Each round trip ends with WAIT: its writes are on that many replicas before the
         # batch is decided, so a failover loses none of them (service.cluster, README).
         self.wait_replicas = wait_replicas
         self._wait_ms = int(min(1.0, self._timeout / 2) * 1000)
         self._wait = pack("WAIT", wait_replicas, self._wait_ms) if wait_replicas else b""
-        self._card_ttl = str(int(spec.card_retention_seconds * 1000))
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
-        self._card_max = str(spec.card_max_entries)
-        self._terminal_max = str(spec.terminal_max_entries)
         self._labels_max = str(spec.terminal_max_labels)
         self._grace = spec.grace_days * 86_400.0
         self.card_tag = self.keys.card_tag
@@ -148,54 +151,10 @@ class RedisStore:
     async def _exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None
     ) -> list[Answer]:
-        spec = self.spec
         calls = []
         now = self.clock()
         for tx in transactions:
-            t = tx.epoch
-            card_trim = repr(t - spec.card_retention_seconds)
-            terminal_trim = repr(t - spec.terminal_retention_seconds)
-            if self.ids:
-                calls.append(
-                    command(
-                        "SET",
-                        self._id_key(tx),
-                        self.card_tag(tx.card_id)[:16],
-                        "NX",
-                        "GET",
-                        # A card's retention after the event, and after now: an old event's
-                        # id is still known when it is delivered again.
-                        "PXAT",
-                        int((max(t, now) + spec.card_retention_seconds) * 1000),
-                    )
-                )
-            calls.append(
-                self._card.call(
-                    self._card_keys(tx.card_id),
-                    [
-                        tx.transaction_id,
-                        repr(t),
-                        stored(tx),
-                        card_trim,
-                        self._card_ttl,
-                        self._card_max,
-                    ],
-                )
-            )
-            bounds = [repr(x) for window in terminal_windows(t, spec) for x in window]
-            calls.append(
-                self._terminal.call(
-                    self._terminal_keys(tx.terminal_id),
-                    [
-                        tx.transaction_id,
-                        repr(t),
-                        terminal_trim,
-                        self._terminal_ttl,
-                        self._terminal_max,
-                        *bounds,
-                    ],
-                )
-            )
+            calls += self._calls.calls(tx, now)
         results: list[Answer] = []
         undo: list[Call] = []
 
@@ -251,7 +210,7 @@ class RedisStore:
         windows = len(self.spec.terminal_windows_days)
         frauds = floats(terminal_reply[1 + windows])
         return Exchange(
-            card=card_history(card_reply[1]),
+            card=self._calls.card_history(card_reply[1]),
             terminal=TerminalHistory(
                 counts=terminal_reply[1 : 1 + windows],
                 fraud_timestamps=frauds[0::2],

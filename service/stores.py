@@ -179,6 +179,7 @@ def build_store(s: Settings) -> RedisStore:
             prefix=s.redis_key_prefix,
             ids=s.unique_ids_across_cards,
             wait_replicas=s.wait_replicas,
+            engine=s.engine,
         )
     except ValueError as exc:  # the key layout refuses the prefix
         raise StartupError(f"FRAUD_REDIS_KEY_PREFIX: {exc}") from exc

@@ -54,7 +54,7 @@ from fraudtools.bench.processor import _NoSink  # decide() sends nothing
 from fraudtools.bench.redis_nodes import MODES, RedisTarget
 from fraudtools.bench.report import decision_layer_lines
 from fraudtools.worker_process import ROOT
-from service import metrics
+from service import engine, metrics
 from service.model import CHALLENGER_FILE, Model, ModelHolder, current_version
 from service.pipeline import BatchPipeline, OutputTopics
 from service.ports import Models
@@ -391,13 +391,15 @@ async def _round(round_no: int, layer: _Layer, names: Sequence[str],
     try:
         pipelines = {}
         for name, prefix in zip(names, prefixes, strict=True):
-            stores.append(build_store(Settings.model_validate(
+            s = Settings.model_validate(
                 {**settings, "env": "development", "redis_mode": mode,
-                 "redis_url": SecretStr(url), "redis_key_prefix": prefix})))
+                 "redis_url": SecretStr(url), "redis_key_prefix": prefix})
+            stores.append(build_store(s))
             setup = layer.setups[name]
             pipelines[name] = BatchPipeline(
                 stores[-1], setup.models, _NoSink(),
-                topics=OutputTopics("decisions", "alerts", "dlq"), rules=setup.rules)
+                topics=OutputTopics("decisions", "alerts", "dlq"), rules=setup.rules,
+                decode=engine.decoder(s.engine), features=engine.features(s.engine))
         half = len(messages) // 2
         warm = [messages[i : min(i + BATCH, half)] for i in range(0, half, BATCH)]
         timed = [messages[i : i + BATCH] for i in range(half, len(messages), BATCH)]

@@ -2,6 +2,7 @@
 
     python -m fraudtools.bench.processor [--transactions 80000] [--no-id-index]
     python -m fraudtools.bench.processor --redis-mode cluster [--wait-replicas 0]
+    python -m fraudtools.bench.processor --engine python   # the reference hot path
 
 Decodes, exchanges with Redis, computes features, scores and builds the decision JSON for
 generated transactions in batches of 500 (the first half warms the state up and is not
@@ -10,7 +11,8 @@ transaction. The figures docs/benchmarks.md quotes as "in-process" come from it.
 Redis key prefix, removed at the end (on a cluster: on every primary). The store is the
 worker's own (``service.stores.build_store``): one Redis, or a Redis Cluster with
 ``--redis-mode cluster`` (``--redis-url`` then lists seed nodes; WAIT as the worker's,
-``--wait-replicas``).
+``--wait-replicas``). The hot path is the worker's default, the compiled core
+(``FRAUD_ENGINE=native``), or the Python reference with ``--engine python``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from fraudtools.bench import data as bench_data
 from fraudtools.bench.kafka import runner
 from fraudtools.bench.redis_nodes import MODES, RedisTarget
 from fraudtools.worker_process import ROOT
+from service import engine
+from service.engine import Engine
 from service.model import ModelHolder
 from service.pipeline import BatchPipeline, OutputTopics
 from service.records import Message, Source
@@ -43,7 +47,7 @@ class _NoSink:
 
 
 async def measure(url: str, n: int, *, ids: bool, mode: str = "single",
-                  wait_replicas: int | None = None) -> str:
+                  wait_replicas: int | None = None, hot_path: Engine = "native") -> str:
     data = bench_data.build(n)
     records = data.take(n, start=0).transactions_only()
     # keyed by card id, as the worker requires (a miskeyed record is only dead-lettered)
@@ -54,10 +58,12 @@ async def measure(url: str, n: int, *, ids: bool, mode: str = "single",
     prefix = f"bench-processor-{uuid.uuid4().hex[:8]}"
     settings = Settings(env="development", redis_mode=mode,
                         redis_url=SecretStr(url), redis_key_prefix=prefix,
-                        unique_ids_across_cards=ids, redis_wait_replicas=wait_replicas)
+                        unique_ids_across_cards=ids, redis_wait_replicas=wait_replicas,
+                        engine=hot_path)
     store = build_store(settings)
     pipeline = BatchPipeline(store, ModelHolder(ROOT / "models"), _NoSink(),
-                             topics=OutputTopics("decisions", "alerts", "dlq"))
+                             topics=OutputTopics("decisions", "alerts", "dlq"),
+                             decode=engine.decoder(hot_path), features=engine.features(hot_path))
     half = len(messages) // 2
     try:
         for i in range(0, half, 500):
@@ -80,7 +86,7 @@ async def measure(url: str, n: int, *, ids: bool, mode: str = "single",
         raise RuntimeError(f"{measured} measured, {decided} decided, {dead} dead-lettered")
     where = "one Redis" if mode == "single" else f"Redis Cluster, WAIT {settings.wait_replicas}"
     return (
-        f"{measured / wall:,.0f} transactions/s in-process ({where}; id index "
+        f"{measured / wall:,.0f} transactions/s in-process ({where}; {hot_path} hot path; id index "
         f"{'on' if ids else 'off'}): "
         f"{wall / measured * 1e6:.1f} µs of wall and {cpu / measured * 1e6:.1f} µs of this "
         "process's CPU a transaction"
@@ -99,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-replicas", type=int,
                         help="FRAUD_REDIS_WAIT_REPLICAS (default: the worker's, 1 on a cluster)")
     parser.add_argument("--no-id-index", action="store_true")
+    parser.add_argument("--engine", choices=("native", "python"), default="native",
+                        help="FRAUD_ENGINE: the compiled core (default) or the Python reference")
     args = parser.parse_args(argv)
     url = args.redis_url or ("redis://127.0.0.1:7100" if args.redis_mode == "cluster"
                              else "redis://127.0.0.1:6379/0")
     print(runner()(measure(url, args.transactions, ids=not args.no_id_index,
-                           mode=args.redis_mode, wait_replicas=args.wait_replicas)))
+                           mode=args.redis_mode, wait_replicas=args.wait_replicas,
+                           hot_path=args.engine)))
     return 0
 
 

@@ -7,13 +7,16 @@
 //! pure-Python fraudcore stays the reference, and tests/unit/test_native.py holds the two
 //! equal on every feature and state transition.
 
+pub mod decode;
 mod features;
 mod fsum;
+pub mod redis;
 mod store;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::buffer::PyBuffer;
 use pyo3::types::PyBytes;
 
 pub use features::{compute, Event, Histories, Spec};
@@ -71,12 +74,13 @@ impl Engine {
         amount: f64,
         weekend: bool,
         night: bool,
-        card_times: Vec<f64>,
-        card_amounts: Vec<f64>,
+        card_times: &Bound<'_, PyAny>,
+        card_amounts: &Bound<'_, PyAny>,
         counts: Vec<i64>,
         fraud_times: Vec<f64>,
         fraud_known_at: Vec<f64>,
     ) -> PyResult<Vec<f64>> {
+        let (card_times, card_amounts) = (doubles(card_times)?, doubles(card_amounts)?);
         let mut out = Vec::with_capacity(self.spec.feature_count());
         let histories = Histories {
             card_times: &card_times,
@@ -88,6 +92,15 @@ impl Engine {
         compute(&self.spec, &Event { epoch, amount, weekend, night }, &histories, &mut out)
             .map_err(PyValueError::new_err)?;
         Ok(out)
+    }
+}
+
+/// A sequence of floats: an ``array('d')`` (or any buffer of doubles) copied at once, else
+/// read item by item.
+fn doubles(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    match PyBuffer::<f64>::get(values) {
+        Ok(buffer) => buffer.to_vec(values.py()),
+        Err(_) => values.extract(),
     }
 }
 
@@ -216,10 +229,118 @@ impl State {
     }
 }
 
+/// The Redis store's commands for one key layout and feature spec
+/// (service.exchange.PythonCalls, compiled).
+#[pyclass(module = "fraudcore_native", frozen)]
+struct Commands {
+    layout: redis::Layout,
+}
+
+type Packed<'py> = (Bound<'py, PyBytes>, String);
+
+#[pymethods]
+impl Commands {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        root: String,
+        card_sha: String,
+        terminal_sha: String,
+        card_retention_seconds: f64,
+        terminal_retention_seconds: f64,
+        label_delay_seconds: f64,
+        terminal_windows_seconds: Vec<f64>,
+        card_max_entries: usize,
+        terminal_max_entries: usize,
+    ) -> Self {
+        Commands {
+            layout: redis::Layout {
+                root,
+                card_sha,
+                terminal_sha,
+                card_ttl: ((card_retention_seconds * 1000.0) as i64).to_string(),
+                terminal_ttl: ((terminal_retention_seconds * 1000.0) as i64).to_string(),
+                card_max: card_max_entries.to_string(),
+                terminal_max: terminal_max_entries.to_string(),
+                card_retention: card_retention_seconds,
+                terminal_retention: terminal_retention_seconds,
+                delay: label_delay_seconds,
+                windows: terminal_windows_seconds,
+            },
+        }
+    }
+
+    /// A transaction's calls, each packed with its first key: the id index's ``SET``
+    /// (None without the index), the card script's and the terminal script's.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange<'py>(
+        &self,
+        py: Python<'py>,
+        transaction_id: &str,
+        card_tag: &str,
+        terminal_id: &str,
+        epoch: f64,
+        amount: f64,
+        now: f64,
+        ids: bool,
+    ) -> (Option<Packed<'py>>, Packed<'py>, Packed<'py>) {
+        let tx = redis::Tx { id: transaction_id, card_tag, terminal_id, epoch, amount };
+        let calls = self.layout.calls(&tx, now, ids);
+        let bytes = |(packed, key): (Vec<u8>, String)| (PyBytes::new(py, &packed), key);
+        (calls.id.map(bytes), bytes(calls.card), bytes(calls.terminal))
+    }
+}
+
+/// A card's history from the card script's reply: (times, amounts), in time order, as
+/// native-endian doubles (for ``array('d').frombytes``).
+#[pyfunction]
+fn card_history<'py>(py: Python<'py>, joined: &[u8]) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let (times, amounts) = redis::card_history(joined).map_err(PyValueError::new_err)?;
+    let bytes = |v: Vec<f64>| PyBytes::new(py, &v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>());
+    Ok((bytes(times), bytes(amounts)))
+}
+
+type Decoded = ((String, String, String), f64, (u32, u32, u32, u32, u32, u32, u32, i32), (Option<String>, Option<String>, Option<String>, Option<&'static str>));
+
+/// A transaction's fields from its bytes, when they are surely valid
+/// (service.records.decode_transaction's fast path): (ids, amount, timestamp as
+/// year, month, day, hour, minute, second, microsecond, offset east in seconds, optional
+/// fields); None: the reference decides.
+#[pyfunction]
+fn decode_transaction(payload: &[u8]) -> Option<Decoded> {
+    let f = decode::transaction(payload)?;
+    let t = f.timestamp;
+    Some((
+        (f.transaction_id, f.card_id, f.terminal_id),
+        f.amount,
+        (t.year, t.month, t.day, t.hour, t.minute, t.second, t.micro, t.offset),
+        (f.currency, f.mcc, f.country, f.channel),
+    ))
+}
+
+/// Python's repr of a float, as the commands write it (for the tests).
+#[pyfunction]
+fn float_repr(x: f64) -> String {
+    let mut s = String::new();
+    redis::py_repr(x, &mut s);
+    s
+}
+
+/// The terminal's hash tag (service.keys.terminal_tag; for the tests).
+#[pyfunction]
+fn terminal_tag(terminal_id: &str) -> String {
+    redis::terminal_tag(terminal_id)
+}
+
 #[pymodule]
 fn fraudcore_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<State>()?;
+    m.add_class::<Commands>()?;
+    m.add_function(wrap_pyfunction!(card_history, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_transaction, m)?)?;
+    m.add_function(wrap_pyfunction!(float_repr, m)?)?;
+    m.add_function(wrap_pyfunction!(terminal_tag, m)?)?;
     m.add("Conflict", m.py().get_type::<Conflict>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -100,13 +100,29 @@ class FeatureSpec:
 SPEC = FeatureSpec()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class CardHistory:
     """A card's previous transactions (never the current one), ascending by time; ties in
-    time may come in any order (sums are exact, so the order does not matter)."""
+    time may come in any order (sums are exact, so the order does not matter).
+
+    Any sequences of floats: the compiled Redis path gives ``array('d')``, which the
+    compiled features read at once. Two histories are equal, and print, by their values,
+    whatever holds them."""
 
     timestamps: Sequence[float] = ()
     amounts: Sequence[float] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CardHistory):
+            return NotImplemented
+        return (list(self.timestamps) == list(other.timestamps)
+                and list(self.amounts) == list(other.amounts))
+
+    __hash__ = None  # type: ignore[assignment] # equal by value, as a list is
+
+    def __repr__(self) -> str:
+        return (f"CardHistory(timestamps={list(self.timestamps)!r}, "
+                f"amounts={list(self.amounts)!r})")
 
 
 @dataclass(frozen=True, slots=True)

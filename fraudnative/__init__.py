@@ -42,6 +42,7 @@ __all__ = [
     "compute",
     "decode_transaction",
     "engine",
+    "murmur2",
 ]
 
 #: The extension's version (native/Cargo.toml).
@@ -89,6 +90,8 @@ _DEFAULT = engine(SPEC)
 
 #: The Redis store's commands for one key layout (``service.exchange.NativeCalls``).
 Commands = _native.Commands
+#: Kafka's murmur2 of a record key, which picks its partition (``service.engine.partitioner``).
+murmur2 = _native.murmur2
 
 
 def card_history(joined: bytes) -> CardHistory:
@@ -107,25 +110,24 @@ def _zone(east: int) -> timezone:
     return UTC if east == 0 else timezone(timedelta(seconds=east))
 
 
+#: The slots the compiled decoder sets, in order: Transaction's (checked at import).
+_SLOTS = ("transaction_id", "card_id", "terminal_id", "amount", "timestamp", "extra",
+          "currency", "mcc", "country", "channel", "epoch")
+if Transaction.__slots__ != _SLOTS:  # pragma: no cover - a change to fraudcore.Transaction
+    raise ImportError(f"fraudcore.Transaction's slots are {Transaction.__slots__}, the "
+                      f"compiled decoder sets {_SLOTS}: update native/src/lib.rs (Decoder)")
+_DECODER = _native.Decoder(Transaction, object.__new__, datetime, _zone)
+
+
 def decode_transaction(payload: bytes) -> Transaction | None:
     """:func:`fraudcore.parse_transaction` of the JSON ``payload``, when the compiled
     decoder is sure of it: the five fields and the optional four, printable ASCII ids,
     timestamps as ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with ``Z`` or ``+HH:MM``. None for any
     other payload (an extra field, another form, anything invalid): the reference decides,
-    with its own message."""
-    fields = _native.decode_transaction(payload)
-    if fields is None:
-        return None
-    (transaction_id, card_id, terminal_id), amount, when, optional = fields
-    year, month, day, hour, minute, second, micro, east = when
-    try:
-        timestamp = datetime(year, month, day, hour, minute, second, micro, _zone(east))
-    except ValueError:  # a date that does not exist: the reference says so
-        return None
-    currency, mcc, country, channel = optional
-    return Transaction(
-        transaction_id, card_id, terminal_id, amount, timestamp, {}, currency, mcc, country, channel
-    )
+    with its own message. The transaction is made by the extension, its slots set as
+    ``Transaction(...)`` would set them (its ``__init__`` took ~4 µs)."""
+    tx: Transaction | None = _DECODER.decode(payload)
+    return tx
 
 
 class NativeStore:

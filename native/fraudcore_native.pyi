@@ -1,6 +1,8 @@
 """Types of the compiled core (src/lib.rs); fraudnative wraps it with fraudcore's types."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import tzinfo
+from typing import Any
 
 __version__: str
 
@@ -83,17 +85,14 @@ class Commands:
         ids: bool,
     ) -> tuple[tuple[bytes, str] | None, tuple[bytes, str], tuple[bytes, str]]: ...
 
+class Decoder:
+    def __init__(
+        self, cls: type, new: Callable[[type], object], datetime: type,
+        zone: Callable[[int], tzinfo],
+    ) -> None: ...
+    def decode(self, payload: bytes) -> Any | None: ...
+
 def card_history(joined: bytes) -> tuple[bytes, bytes]: ...
-def decode_transaction(
-    payload: bytes,
-) -> (
-    tuple[
-        tuple[str, str, str],
-        float,
-        tuple[int, int, int, int, int, int, int, int],
-        tuple[str | None, str | None, str | None, str | None],
-    ]
-    | None
-): ...
 def float_repr(x: float) -> str: ...
+def murmur2(data: bytes) -> int: ...
 def terminal_tag(terminal_id: str) -> str: ...

@@ -71,6 +71,7 @@ def _faust_app(s: Settings) -> faust.App:
         # the default 16 KB a batch of 500 decisions waited ~15 times for the sender and went
         # in ~17 requests. 256 KB holds a whole batch's outputs (the broker's default: 1 MB).
         producer_max_batch_size=256 * 1024,
+        producer_partitioner=engine.partitioner(s.engine),  # murmur2 compiled (FRAUD_ENGINE)
         web_host=s.web_host,
         web_bind=s.web_host,  # Faust listens on web_bind (default 0.0.0.0), not on web_host
         web_port=s.web_port,

@@ -5,13 +5,16 @@ reference (``python``: ``fraudcore`` and :mod:`service.exchange`'s Python calls)
 Both give the same decisions, bit for bit (``tests/unit/test_native.py``): decoding a
 transaction (the compiled decoder takes the payloads it is sure of and leaves the rest,
 with their error messages, to ``fraudcore.parse_transaction``), the Redis commands of
-the state exchange and the card's reply, and the features. ``native`` without the
-compiled core installed refuses to start, with the reason.
+the state exchange and the card's reply, the features, and the partition of each record
+the worker produces (Kafka's murmur2 of its key, as aiokafka computes it in Python at
+~5 µs a record). ``native`` without the compiled core installed refuses to start, with
+the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Literal
 
@@ -19,7 +22,7 @@ from fraudcore import CardHistory, TerminalHistory, Transaction, compute
 from service.records import decode_transaction
 from service.settings import StartupError
 
-__all__ = ["Engine", "decoder", "features", "native"]
+__all__ = ["Engine", "Partitioner", "decoder", "features", "native", "partitioner"]
 
 Engine = Literal["native", "python"]
 
@@ -52,3 +55,25 @@ def decoder(engine: Engine) -> Callable[[bytes | None], Transaction]:
 def features(engine: Engine) -> Callable[[Transaction, CardHistory, TerminalHistory], list[float]]:
     """The feature vector of a transaction and its histories."""
     return compute if engine == "python" else native().compute
+
+
+#: Faust's ``producer_partitioner``: (key, all partitions, available ones) -> the partition.
+Partitioner = Callable[[bytes | None, Sequence[int], Sequence[int]], int]
+
+
+def partitioner(engine: Engine) -> Partitioner | None:
+    """aiokafka's DefaultPartitioner with the compiled murmur2 (``None``: aiokafka's own):
+    a keyed record goes to ``(murmur2(key) & 0x7fffffff) % partitions``, as the Java
+    client and every other producer of the topics send it; an unkeyed one to a random
+    available partition."""
+    if engine == "python":
+        return None
+    murmur2 = native().murmur2
+
+    def partition(key: bytes | None, every: Sequence[int], available: Sequence[int]) -> int:
+        if key is None:
+            return random.choice(available or every)  # noqa: S311 - spreading, not secrecy
+        hashed: int = murmur2(key)
+        return every[(hashed & 0x7FFFFFFF) % len(every)]
+
+    return partition

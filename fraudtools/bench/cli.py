@@ -59,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default bench, or bench-cluster with --redis-mode cluster)")
     parser.add_argument("--reports", default=str(ROOT / "reports"), help="where to write")
     parser.add_argument("--profile", action="store_true",
-                        help="record the worker with py-spy during the throughput phase "
-                             "(reports/bench-profile-throughput.txt; slows it a little)")
+                        help="record the worker with py-spy during the throughput phase and "
+                             "at 1,000/s (reports/bench-profile-throughput.txt and "
+                             "bench-profile-latency.txt; slows it a little)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="FRAUD_X=VALUE",
                         help="a worker setting for this run (repeatable), e.g. "
                              "FRAUD_BATCH_WAIT_SECONDS=0.002; the service's defaults otherwise")

@@ -391,9 +391,8 @@ async def _round(round_no: int, layer: _Layer, names: Sequence[str],
     try:
         pipelines = {}
         for name, prefix in zip(names, prefixes, strict=True):
-            s = Settings.model_validate(
-                {**settings, "env": "development", "redis_mode": mode,
-                 "redis_url": SecretStr(url), "redis_key_prefix": prefix})
+            s = Settings.model_validate({**settings, "env": "development", "redis_mode": mode,
+                                         "redis_url": SecretStr(url), "redis_key_prefix": prefix})
             stores.append(build_store(s))
             setup = layer.setups[name]
             pipelines[name] = BatchPipeline(

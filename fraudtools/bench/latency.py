@@ -2,13 +2,15 @@
 each for a fixed time, from the producer's send to the decision's arrival at a consumer in
 another process, with the worker's own time per stage from its /metrics; and, from the
 broker's own stamps (LogAppendTime topics), from each transaction's append to its
-decision's append (``broker_to_broker_ms``)."""
+decision's append (``broker_to_broker_ms``). With ``--profile``, the worker at 1,000/s
+under py-spy (reports/bench-profile-latency.txt)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +20,7 @@ from fraudtools.bench import system
 from fraudtools.bench.kafka import Arrival, Arrivals, broker_to_broker, first_copies, send_stamped
 from fraudtools.bench.metrics import percentiles, progress, stage_figures
 from fraudtools.bench.plan import MAX_RATE_TRIES
+from fraudtools.bench.profile import Profiler
 from fraudtools.bench.redis_nodes import grouped
 
 if TYPE_CHECKING:
@@ -25,7 +28,12 @@ if TYPE_CHECKING:
     from fraudtools.bench.worker import Worker
     from fraudtools.isolated import IsolatedWorker
 
-__all__ = ["phase"]
+__all__ = ["PROFILED_RATE", "phase"]
+
+#: With ``--profile``, the worker is profiled (py-spy) at this offered rate too: where a
+#: small batch's time goes, beside the throughput phase's profile of full batches.
+PROFILED_RATE = 1_000
+PROFILE = "bench-profile-latency.txt"
 
 
 async def phase(bench: Bench, w: Worker, where: IsolatedWorker) -> None:
@@ -60,6 +68,9 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             pids = bench.cpu_pids(worker=w.pid, consumer=consumer.pid or 0)
             before, c0 = await w.metrics(), system.sample(pids)
             progress(f"latency: {rate:,}/s for {plan.seconds:g} s ({kind}) ...")
+            profiler = (Profiler(w.pid, Path(bench.args.reports) / PROFILE)
+                        if bench.args.profile and rate == PROFILED_RATE and kind == "fixed"
+                        else None)
             sent = await send_stamped(producer, piece, rate=rate,
                                       transactions=where.names.transactions,
                                       labels=where.names.labels)
@@ -72,6 +83,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
                 await asyncio.sleep(0.02)
             drain_seconds = time.monotonic() - sent_done
             c1, after = system.sample(pids), await w.metrics()
+            profile = profiler.stop() if profiler is not None else None
             send_seconds = sent_done - min(sent_at.values())
             used = {k: c1.cpu[k] - c0.cpu[k] for k in c1.cpu}  # by process; then the sums
             phases.append({
@@ -81,6 +93,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
                 "cpu": grouped(used, bench.cpu_groups),
                 "measured": sum(v for v in used.values() if not math.isnan(v)),
                 "wall": c1.at - c0.at, "busy": c1.busy - c0.busy,
+                "profile": profile,
             })
             if received.value < expected:
                 # The backlog would spill into the next phase: let it clear first.
@@ -143,6 +156,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arr
             "machine_busy_cores": round(phase["busy"] / phase["wall"], 2),
             "other_processes_cores": round(
                 (phase["busy"] - phase["measured"]) / phase["wall"], 2),
+            **({"profile": phase["profile"]} if phase["profile"] else {}),
         }
         latency_ms[str(phase["rate"])] = entry
         by_rate[str(phase["rate"])] = {

@@ -11,13 +11,16 @@ writes, callbacks, timers).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPONENTS", "summarize"]
+__all__ = ["COMPONENTS", "Profiler", "summarize"]
 
 #: (component, regex on a frame "function (path:line)"), first match from the leaf wins.
 COMPONENTS: tuple[tuple[str, str], ...] = (
@@ -57,6 +60,25 @@ def _component(frames: list[str]) -> str:
             if re.search(pattern, frame):
                 return name
     return LOOP
+
+
+class Profiler:
+    """``py-spy record`` on a process (raw stacks, 100 samples a second, without pausing
+    it) into ``path`` until :meth:`stop`, which summarizes it."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        self.path = path
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+             "-f", "raw", "-r", "100", "--nonblocking", "-o", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> dict[str, Any] | None:
+        """The profile's summary (:func:`summarize`), or None if py-spy wrote none."""
+        self.process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+        return {"file": self.path.name, **summarize(self.path)} if self.path.exists() else None
 
 
 def summarize(path: Path) -> dict[str, Any]:

@@ -1,18 +1,14 @@
 """Throughput: one worker on a pre-loaded backlog, first to last decision by the broker's
-append times (optionally under py-spy, ``--profile``)."""
+append times (optionally under py-spy, ``--profile``: reports/bench-profile-throughput.txt)."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fraudtools.bench.kafka import preload, read_decisions
 from fraudtools.bench.metrics import progress, stage_figures
-from fraudtools.bench.profile import summarize
+from fraudtools.bench.profile import Profiler
 from fraudtools.isolated import IsolatedWorker
 from fraudtools.kafka_admin import LOG_APPEND_TIME, create_topics
 
@@ -37,34 +33,21 @@ async def phase(bench: Bench, backlog: Slice) -> tuple[Worker, IsolatedWorker]:
     progress(f"throughput: {n:,} transactions (+{len(backlog) - n:,} labels) pre-loaded in "
              f"{took:.1f} s; starting the worker ...")
     w = bench.worker("worker", where).start()
-    profile = Path(bench.args.reports) / "bench-profile-throughput.txt"
-    profiler: list[subprocess.Popen[bytes]] = []
-
-    def start_profiler() -> None:  # from the first decision: no start-up in the profile
-        profiler.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(w.pid),
-             "-f", "raw", "-r", "100", "--nonblocking", "-o", str(profile)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        bench.children.append(profiler[0])
-
+    profiler: list[Profiler] = []
     commands: list[dict[str, int]] = []  # Redis commands processed, by role of node
 
     def first_decision() -> None:
         commands.append(bench.redis.commands())  # after the worker's start-up commands
-        if bench.args.profile:
-            start_profiler()
+        if bench.args.profile:  # from the first decision: no start-up in the profile
+            profiler.append(Profiler(w.pid, Path(bench.args.reports)
+                                     / "bench-profile-throughput.txt"))
+            bench.children.append(profiler[0].process)
 
     pids = bench.cpu_pids(worker=w.pid)
     watched = await bench.watch(where.names.decisions, n, pids, what="throughput", alive=[w],
                                 on_first=first_decision)
     commands.append(bench.redis.commands())
-    summary: dict[str, Any] | None = None
-    if profiler:
-        profiler[0].send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            profiler[0].wait(30)
-        if profile.exists():
-            summary = {"file": profile.name, **summarize(profile)}
+    summary = profiler[0].stop() if profiler else None
     decisions = await read_decisions(bench.bootstrap, where.names.decisions)
     metrics = await w.metrics()
     bench.result["throughput_eps"] = round(decisions.rate())

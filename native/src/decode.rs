@@ -84,7 +84,7 @@ fn amount(value: &Value) -> Option<f64> {
     } else {
         n.as_f64()?
     };
-    (amount.is_finite() && amount >= 0.0 && amount <= MAX_AMOUNT).then_some(amount)
+    (amount.is_finite() && (0.0..=MAX_AMOUNT).contains(&amount)).then_some(amount)
 }
 
 /// An optional field: `Some(None)` when missing or null, `None` when not on the fast path.

@@ -186,7 +186,7 @@ impl Layout {
 /// each: time, amount, terminal crc, little-endian doubles), put in time order (a stable
 /// sort, only when they are not in order already).
 pub fn card_history(joined: &[u8]) -> Result<(Vec<f64>, Vec<f64>), String> {
-    if joined.len() % 24 != 0 {
+    if !joined.len().is_multiple_of(24) {
         return Err(format!("a card's history of {} bytes is not whole entries of 24", joined.len()));
     }
     let double = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
@@ -247,7 +247,7 @@ pub fn py_repr(x: f64, out: &mut String) {
         let _ = write!(out, "e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
     } else if decpt <= 0 {
         out.push_str("0.");
-        out.extend(std::iter::repeat('0').take((-decpt) as usize));
+        out.extend(std::iter::repeat_n('0', (-decpt) as usize));
         out.push_str(digits);
     } else if decpt < n {
         out.push_str(&digits[..decpt as usize]);
@@ -255,7 +255,7 @@ pub fn py_repr(x: f64, out: &mut String) {
         out.push_str(&digits[decpt as usize..]);
     } else {
         out.push_str(digits);
-        out.extend(std::iter::repeat('0').take((decpt - n) as usize));
+        out.extend(std::iter::repeat_n('0', (decpt - n) as usize));
         out.push_str(".0");
     }
 }

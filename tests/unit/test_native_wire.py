@@ -1,6 +1,7 @@
 """The compiled core's wire side against the Python reference, on random inputs
 (hypothesis): a transaction's Redis commands byte for byte (``service.exchange``), the card
-script's reply read back, the floats as Python's ``repr`` writes them, and the decoder's
+script's reply read back, the floats as Python's ``repr`` writes them, Kafka's murmur2 of a
+record's key (its partition), and the decoder's
 fast path — it takes only what ``fraudcore.parse_transaction`` takes, with the same
 values, and leaves the rest to it."""
 
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import fraudcore_native
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +23,7 @@ import fraudnative
 from fraudcore import CardHistory, InvalidEvent, TerminalHistory, Transaction, compute
 from fraudtools.bench import data as bench_data
 from service.commands import Script
-from service.engine import decoder
+from service.engine import decoder, partitioner
 from service.exchange import NativeCalls, PythonCalls
 from service.keys import KeyLayout, terminal_tag
 from service.records import decode_transaction
@@ -109,6 +111,31 @@ def test_the_generated_traffics_commands_are_the_references() -> None:
     for value in data.take(2_000, start=0).transactions_only().values:
         tx = decode_transaction(value)
         assert native.calls(tx, 1.75e9) == python.calls(tx, 1.75e9)
+
+
+# --- the partition of a record -------------------------------------------------------------
+
+
+@settings(max_examples=1000)
+@given(key=st.binary(max_size=80))
+def test_murmur2_is_kafkas(key: bytes) -> None:
+    assert fraudnative.murmur2(key) == murmur2(key)
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=40), partitions=st.integers(1, 64))
+def test_a_keyed_record_goes_where_aiokafka_sends_it(key: bytes, partitions: int) -> None:
+    every = list(range(partitions))
+    partition = partitioner("native")
+    assert partition is not None and partitioner("python") is None
+    assert partition(key, every, every) == DefaultPartitioner()(key, every, every)
+
+
+def test_an_unkeyed_record_goes_to_an_available_partition() -> None:
+    partition = partitioner("native")
+    assert partition is not None
+    assert {partition(None, [0, 1, 2, 3], [2]) for _ in range(50)} == {2}
+    assert {partition(None, [0, 1], []) for _ in range(200)} == {0, 1}
 
 
 # --- the card script's reply ----------------------------------------------------------------

@@ -46,7 +46,7 @@ def decoder(engine: Engine) -> Callable[[bytes | None], Transaction]:
     fast = native().decode_transaction
 
     def decode(payload: bytes | None) -> Transaction:
-        tx = fast(payload) if payload is not None else None
+        tx = fast(payload) if type(payload) is bytes else None  # the rest: the reference
         return tx if tx is not None else decode_transaction(payload)  # the reference's word
 
     return decode

@@ -84,7 +84,10 @@ fn amount(value: &Value) -> Option<f64> {
     } else {
         n.as_f64()?
     };
-    (amount.is_finite() && (0.0..=MAX_AMOUNT).contains(&amount)).then_some(amount)
+    // serde reads both -0 and -0.0 as -0.0, orjson the first as the integer 0 (0.0 after
+    // float()): a negative zero goes to the reference.
+    let negative_zero = amount == 0.0 && amount.is_sign_negative();
+    (amount.is_finite() && !negative_zero && (0.0..=MAX_AMOUNT).contains(&amount)).then_some(amount)
 }
 
 /// An optional field: `Some(None)` when missing or null, `None` when not on the fast path.

@@ -196,6 +196,11 @@ pub fn card_history(joined: &[u8]) -> Result<(Vec<f64>, Vec<f64>), String> {
         times.push(double(&entry[..8]));
         amounts.push(double(&entry[8..16]));
     }
+    if times.iter().any(|t| t.is_nan()) {
+        // Not a time the store writes: no order to give it (a sort by partial_cmp would
+        // not be a total order), so it is refused as the bug it is.
+        return Err("a card's history holds a time that is not a number".to_owned());
+    }
     if times.windows(2).any(|w| w[0] > w[1]) {
         let mut order: Vec<usize> = (0..times.len()).collect();
         order.sort_by(|&a, &b| times[a].partial_cmp(&times[b]).unwrap_or(std::cmp::Ordering::Equal));

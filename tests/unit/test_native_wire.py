@@ -402,8 +402,9 @@ def test_numbers_as_any_producer_writes_them_decode_as_the_reference(amount: str
     if fast is not None:
         assert want is not None
         _same(fast, want)
-    tx = decoder("native")(payload) if want is not None else None
-    assert tx is None or struct.pack("<d", tx.amount) == struct.pack("<d", want.amount)
+    if want is not None:  # and the worker's decoder, whichever path it takes
+        tx = decoder("native")(payload)
+        assert struct.pack("<d", tx.amount) == struct.pack("<d", want.amount)
 
 
 def test_a_card_history_with_a_time_that_is_not_a_number_is_refused() -> None:

@@ -13,6 +13,7 @@ Every client of the test and the worker itself connect to the SASL_SSL listener 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import secrets
@@ -21,6 +22,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -531,6 +533,13 @@ def test_the_secured_listeners_refuse_a_wrong_password_and_plaintext(
         asyncio.run(connect(**own.kafka_options(password=secrets.token_urlsafe(24))))
     with pytest.raises(KafkaError):
         asyncio.run(connect(bootstrap_servers=own.bootstrap))  # PLAINTEXT to the TLS port
+    # A refused connection can leave aiokafka's socket to the collector; its ResourceWarning
+    # (an error under the suite's filter) then fails whichever test runs when it is collected
+    # (seen once: test_redis_state's, right after this file, in the session-6 CI run). It is
+    # collected here, where the refusal is the point, and only that warning is let go.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def test_a_wrong_sasl_password_fails_the_worker_clearly(secure_stack: SecureStack) -> None:

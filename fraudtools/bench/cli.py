@@ -65,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker-env", action="append", default=[], metavar="FRAUD_X=VALUE",
                         help="a worker setting for this run (repeatable), e.g. "
                              "FRAUD_BATCH_WAIT_SECONDS=0.002; the service's defaults otherwise")
+    parser.add_argument("--producer-linger-ms", type=int, default=0, metavar="MS",
+                        help="the latency phase's producer lingers this long to batch its "
+                             "sends (default 0: a request for each pacing tick's "
+                             "transactions; Kafka's own producer lingers 5 by default since "
+                             "4.0, KIP-1030)")
     parser.add_argument("--kafka-pid", type=int, help="the broker's pid, if not found by port")
     parser.add_argument("--redis-pid", type=int,
                         help="redis-server's pid, if not found (one Redis only: a cluster's "

@@ -53,7 +53,8 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
     arrivals = await Arrivals.start(bench.bootstrap, where.names.decisions)
     bench.children.append(arrivals.process)
     consumer, received = arrivals.process, arrivals.received
-    producer = AIOKafkaProducer(bootstrap_servers=bench.bootstrap, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bench.bootstrap, acks="all",
+                                linger_ms=bench.args.producer_linger_ms)
     await producer.start()
     phases: list[dict[str, Any]] = []
     expected = 0

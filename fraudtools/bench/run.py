@@ -28,7 +28,7 @@ from fraudtools.bench import (
 from fraudtools.bench import data as bench_data
 from fraudtools.bench import two_workers as pair
 from fraudtools.bench.context import Bench
-from fraudtools.bench.kafka import BenchError, freeze_gc, runner
+from fraudtools.bench.kafka import TICK, BenchError, freeze_gc, runner
 from fraudtools.bench.metrics import progress
 from fraudtools.bench.plan import MAX_RATE_TRIES
 from fraudtools.bench.redis_nodes import wait_replicas
@@ -55,6 +55,10 @@ async def run(bench: Bench) -> dict[str, Any]:
     # Replicas each round trip of the worker waits for (WAIT): 1 by default on a cluster
     r["redis_mode"] = bench.redis_mode
     r["redis_wait_replicas"] = wait_replicas(bench.redis_mode, bench.worker_env)
+    # How the latency phase offers its load: sends paced in ticks (fraudtools.bench.kafka),
+    # batched for this long by the producer.
+    r["load"] = {"pacing_tick_ms": TICK * 1000, "producer_linger_ms":
+                 getattr(bench.args, "producer_linger_ms", 0)}
     seeds = [urlsplit(u) for u in bench.redis_url.split(",")]
     r["stack"] = {
         "bootstrap": bench.bootstrap,

@@ -9,6 +9,7 @@ The backlog is bounded: beyond ``limit`` the oldest are dropped, logged and coun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ class Backlog:
     def __init__(self, *, limit: int = MAX_UNRECORDED) -> None:
         self.limit = limit
         self._waiting: list[Transaction] = []
+        self._recording = asyncio.Lock()  # batches of other cards call record at once
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -50,6 +52,12 @@ class Backlog:
     async def record(self, store: StateStore) -> None:
         """Record every waiting transaction in ``store``, in order (raises as the store does:
         what is not recorded yet stays)."""
+        if not self._waiting:
+            return
+        async with self._recording:  # a chunk is recorded once, by one caller
+            await self._record(store)
+
+    async def _record(self, store: StateStore) -> None:
         while self._waiting:
             chunk = self._waiting[:_CHUNK]
             await store.exchange(chunk)  # the answers were given already, degraded

@@ -98,10 +98,17 @@ class StateLineage:
         self.seen: Lineage | None = None
         self.lost_at: float | None = None  # when a loss was last detected
         self.partial = False  # what the last check found
+        # Batches of other cards run their checks at once (service.turns): one at a time
+        # here, so that one loss is detected, counted and answered once.
+        self._turn = asyncio.Lock()
 
     async def check(self) -> bool:
         """Read the marker; returns whether the state is partial (decisions are marked).
         Raises what the store raises (:class:`~fraudcore.errors.StateUnavailable`)."""
+        async with self._turn:
+            return await self._check()
+
+    async def _check(self) -> bool:
         marker = await self.store.lineage()
         if marker is None or (self.seen is not None and marker.generation != self.seen.generation):
             marker = await self._begin(marker)

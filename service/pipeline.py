@@ -31,8 +31,10 @@ Whose fault it is decides where a message goes:
   is acknowledged (:class:`Delivery`).
 
 Batches overlap: while one batch is scored and sent, the next one's state exchange runs in
-the store. Two turns keep the order: one batch at a time exchanges state (so a card's
-transactions are recorded in the order they came), and outputs are queued in batch order.
+the store, and batches with no card in common exchange state at the same time. The turns
+(:mod:`service.turns`) keep the order: batches that share a card exchange state one after
+the other, in batch order (so a card's transactions are recorded in the order they came),
+and outputs are queued in batch order.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from service.readiness import Readiness
 from service.records import DeadLetter, Decision, Message, decode_transaction
 from service.retry import Sleep, Unavailable, hold, retry
 from service.scoring import score_batch
+from service.turns import Turn, Turns, claims
 
 __all__ = [
     "MAX_UNRECORDED",
@@ -173,8 +176,10 @@ class BatchPipeline:
             clock=clock,
             sleep=sleep,
         )
-        self._state_turn = asyncio.Lock()  # one batch at a time exchanges state, in order
-        self._send_turn = asyncio.Lock()  # outputs are queued in batch order
+        # Batches are decoded in turn; those without a card in common exchange state at
+        # once; outputs are queued in batch order (service.turns).
+        self._decode_turn = asyncio.Lock()
+        self._turns = Turns()
 
     # -- transactions --------------------------------------------------------------------
 
@@ -187,31 +192,48 @@ class BatchPipeline:
         ``record_times``: when each message was written to Kafka, for the latency metric.
         """
         metrics.BATCH_SIZE.observe(len(batch))
-        async with self._state_turn:
-            exchanged = await self._exchange(batch)
-            await self._send_turn.acquire()  # before the next batch has the state turn
-        await asyncio.sleep(0)  # the next batch, if there is one, sends its commands now
+        turn = self._turns.arrive()
         try:
+            exchanged = await self._exchange(batch, turn)
+            await turn.send_turn()
             return await self._queue(await self._decide(exchanged), record_times)
         finally:
-            self._send_turn.release()
+            turn.leave()
 
     async def decide(self, batch: Sequence[Message]) -> BatchResult:
         """Decide a batch without sending anything (the in-process benchmark)."""
-        async with self._state_turn:
-            exchanged = await self._exchange(batch)
-        return await self._decide(exchanged)
+        turn = self._turns.arrive()
+        try:
+            return await self._decide(await self._exchange(batch, turn))
+        finally:
+            turn.leave()
 
-    async def _exchange(self, batch: Sequence[Message]) -> _Exchanged:
-        """Validate, then one state exchange for the batch (held while the store is away).
-        The state is recorded when this returns.
+    async def _exchange(self, batch: Sequence[Message], turn: Turn) -> _Exchanged:
+        """Validate, then one state exchange for the batch (held while the store is away),
+        once every earlier batch holding one of its cards has had its own
+        (:mod:`service.turns`). The state is recorded when this returns.
 
         A batch that fails with an unexpected error (a bug: in the store's replies, say) is
         tried again one message at a time, so that only the messages that fail alone are
         dead-lettered (poison); when every one fails alone, the fault is the system's and
         the batch is held until it works."""
         try:
-            return await self._exchange_held(batch)
+            return await self._exchange_in_turn(batch, turn)
+        finally:
+            turn.exchanged()
+
+    async def _exchange_in_turn(self, batch: Sequence[Message], turn: Turn) -> _Exchanged:
+        async with self._decode_turn:  # the batches claim their cards in batch order
+            try:
+                decoded: _Decoded | None = await self._decode_held(batch)
+            except Exception:  # noqa: BLE001 - a bug: a message at a time, below
+                decoded = None
+            turn.claim(None if decoded is None else claims([tx for tx, _ in decoded.valid]))
+        await turn.clear()
+        try:
+            if decoded is None:
+                raise RuntimeError("decoding the batch failed")  # logged with its cause
+            return await self._exchange_decoded(decoded)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
             if len(batch) < 2:
                 return _Exchanged(self._dead.batch(batch, "scoring", exc))
@@ -257,12 +279,17 @@ class BatchPipeline:
             log.warning("could not undo the state of %s: %r", message.where, exc)
 
     async def _exchange_held(self, batch: Sequence[Message]) -> _Exchanged:
-        decoded = await hold(
+        return await self._exchange_decoded(await self._decode_held(batch))
+
+    async def _decode_held(self, batch: Sequence[Message]) -> _Decoded:
+        return await hold(
             partial(self._decode_unless_systemic, batch),
             what="decoding",
             max_delay=self.options.retry_max_seconds,
             sleep=self.sleep,
         )
+
+    async def _exchange_decoded(self, decoded: _Decoded) -> _Exchanged:
         if not decoded.valid:
             return _Exchanged(self._dead.many(decoded.refused, decoded.poison))
         return await hold(

@@ -116,3 +116,31 @@ def test_what_an_outage_keeps_from_being_recorded_waits_and_is_not_counted() -> 
     asyncio.run(backlog.record(store))
     assert [i for c in store.calls for i in c] == [f"tx-{i}" for i in range(1_100)]
     assert _counter("fraud_recorded_late_total") - recorded == 1_100
+
+
+class YieldingStore(RecordingStore):
+    """Lets other tasks run inside every exchange, as a real store's round trip does."""
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
+        answers = await super().exchange(transactions, on_part)
+        await asyncio.sleep(0)
+        return answers
+
+
+def test_batches_recording_the_backlog_at_once_record_each_transaction_once() -> None:
+    # Batches of other cards exchange state at once (service.turns), and each records the
+    # backlog first.
+    backlog = Backlog()
+    backlog.keep(_txs(3))
+    store = YieldingStore()
+    recorded = _counter("fraud_recorded_late_total")
+
+    async def three_batches() -> None:
+        await asyncio.gather(*(backlog.record(store) for _ in range(3)))
+
+    asyncio.run(three_batches())
+    assert store.calls == [["tx-0", "tx-1", "tx-2"]]
+    assert _counter("fraud_recorded_late_total") - recorded == 3
+    assert len(backlog) == 0

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from fraudcore import Transaction
+from service.lineage import Lineage
 from service.memory import MemoryStore
 from service.model import Model, ModelHolder
 from service.pipeline import BatchPipeline, Options, Output, OutputTopics
@@ -398,6 +399,85 @@ def test_overlapping_batches_record_state_and_queue_outputs_in_the_order_they_ca
     assert decisions[-1]["features"]["tx_count_by_card_1d"] == 3  # the first batch's two too
 
 
+class CardGatedStore(MemoryStore):
+    """Holds every exchange of a batch with ``card`` until ``opened`` is set; records the
+    order exchanges start and end in, by their first transaction's id."""
+
+    def __init__(self, card: str) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.card = card
+        self.opened = asyncio.Event()
+        self.started: list[str] = []
+        self.ended: list[str] = []
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
+        self.started.append(transactions[0].transaction_id)
+        if any(t.card_id == self.card for t in transactions):
+            await self.opened.wait()
+        answers = await super().exchange(transactions, on_part)
+        self.ended.append(transactions[0].transaction_id)
+        return answers
+
+
+def test_batches_of_other_cards_exchange_state_at_once_and_outputs_keep_batch_order(
+    models: ModelHolder,
+) -> None:
+    async def scenario() -> tuple[CardGatedStore, RecordingSink]:
+        store = CardGatedStore("card-1")
+        p = pipeline(models, store, include_features=True)
+        batches = [messages(tx(0), tx(1)), messages(tx(2, card="card-2")),
+                   messages(tx(3)), messages(tx(4, card="card-3"))]
+        running = [asyncio.ensure_future(decide(p, b)) for b in batches]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # card-1's first batch is held in the store; the batches of other cards exchanged
+        # meanwhile, card-1's second batch waits for its first.
+        assert store.started == ["tx-0", "tx-2", "tx-4"]
+        assert store.ended == ["tx-2", "tx-4"]
+        assert sink_of(p).sent == []  # their outputs wait for the first batch's
+        store.opened.set()
+        await asyncio.gather(*running)
+        return store, sink_of(p)
+
+    store, sink = asyncio.run(scenario())
+    assert store.started == ["tx-0", "tx-2", "tx-4", "tx-3"]
+    decisions = sink.records("decisions")
+    assert [d["transaction_id"] for d in decisions] == ["tx-0", "tx-1", "tx-2", "tx-3", "tx-4"]
+    assert decisions[3]["features"]["tx_count_by_card_1d"] == 3  # card-1's first two too
+
+
+def test_a_batch_that_cannot_be_decoded_waits_for_every_earlier_one(
+    models: ModelHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> CardGatedStore:
+        store = CardGatedStore("card-1")
+        p = pipeline(models, store)
+        decode_held = p._decode_held
+        calls = 0
+
+        async def first_fails(batch: Sequence[Message]) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise RuntimeError("a bug in decoding")
+            return await decode_held(batch)
+
+        monkeypatch.setattr(p, "_decode_held", first_fails)
+        held = asyncio.ensure_future(decide(p, messages(tx(0))))
+        broken = asyncio.ensure_future(decide(p, messages(tx(1, card="card-2"), tx(2, card="card-3"))))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert store.started == ["tx-0"]  # it claims every card: it waits for card-1's
+        store.opened.set()
+        await asyncio.gather(held, broken)
+        return store
+
+    store = asyncio.run(scenario())
+    assert store.started == ["tx-0", "tx-1", "tx-2"]  # then a message at a time
+
+
 # --- labels ------------------------------------------------------------------------------
 
 
@@ -701,6 +781,35 @@ def test_a_state_lost_while_running_is_detected_and_its_decisions_marked(
     asyncio.run(decide(p, messages(tx(4))))
     assert sink_of(p).records("decisions")[-1]["degraded"] is False
     assert metric("fraud_state_partial") == 0
+
+
+class SlowMarkerStore(MemoryStore):
+    """Lets other tasks run while it reads or writes the marker, as a real store does."""
+
+    async def lineage(self) -> Lineage | None:
+        await asyncio.sleep(0)
+        return await super().lineage()
+
+    async def start_lineage(self, lineage: Lineage) -> Lineage:
+        await asyncio.sleep(0)
+        return await super().start_lineage(lineage)
+
+
+def test_a_loss_seen_by_batches_of_other_cards_at_once_is_counted_once(
+    models: ModelHolder,
+) -> None:
+    store = SlowMarkerStore(clock=lambda: NOW)
+    p = pipeline(models, store)
+    lost = metric("fraud_state_lost_total")
+    asyncio.run(decide(p, messages(tx(0))))
+    store.flush()
+
+    async def at_once() -> None:
+        await asyncio.gather(*(decide(p, messages(tx(n, card=f"card-{n}"))) for n in (1, 2, 3)))
+
+    asyncio.run(at_once())
+    assert metric("fraud_state_lost_total") - lost == 1
+    assert [d["degraded"] for d in sink_of(p).records("decisions")] == [False, True, True, True]
 
 
 def test_a_missing_marker_at_start_is_a_loss_when_the_group_decided_before(

@@ -466,7 +466,8 @@ def test_a_batch_that_cannot_be_decoded_waits_for_every_earlier_one(
 
         monkeypatch.setattr(p, "_decode_held", first_fails)
         held = asyncio.ensure_future(decide(p, messages(tx(0))))
-        broken = asyncio.ensure_future(decide(p, messages(tx(1, card="card-2"), tx(2, card="card-3"))))
+        other_cards = messages(tx(1, card="card-2"), tx(2, card="card-3"))
+        broken = asyncio.ensure_future(decide(p, other_cards))
         for _ in range(20):
             await asyncio.sleep(0)
         assert store.started == ["tx-0"]  # it claims every card: it waits for card-1's

@@ -45,9 +45,12 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from fraudcore import Transaction
+from fraudcore.errors import StateUnavailable
 from service import metrics
 from service.commands import Call, command, pack
-from service.lineage import Lineage
+from service.lineage import Found, Lineage
+from service.ports import Answer, OnPart
 from service.state import REDIS_FAULTS, RedisStore, unavailable
 
 __all__ = ["SLOTS", "ClusterStore", "hash_tag", "slot_of", "slot_tags"]
@@ -228,6 +231,24 @@ class ClusterStore(RedisStore):
             name: (int(info["used_memory"]), int(info.get("maxmemory", 0)))
             for name, info in infos.items()
         }
+
+    async def exchange_checked(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> tuple[list[Answer], Found | StateUnavailable]:
+        """The markers are read from every primary beside the batch's round trip (which
+        touches only its slots), not in it."""
+        read = asyncio.ensure_future(self._marker_or_error())
+        try:
+            answers = await self.exchange(transactions, on_part)
+        finally:
+            found = await read  # never raises
+        return answers, found
+
+    async def _marker_or_error(self) -> Found | StateUnavailable:
+        try:
+            return await self.lineage()
+        except StateUnavailable as exc:
+            return exc
 
     async def _refresh(self) -> None:
         if self._started:

@@ -9,8 +9,9 @@ store keeps a *marker* beside them (``<prefix>:v1:lineage``)::
     complete    whether the state holds everything since long enough ago: true for a first
                 start (nothing came before it) and once ``fraud-backfill`` has rebuilt it
 
-:class:`StateLineage` reads the marker once per batch, alongside the batch's state exchange
-(no added round trip on the batch's path). A marker that is gone, or names another
+:class:`StateLineage` reads the marker once per batch, in the batch's state exchange (one
+Redis: the same round trip, after the batch's commands; a cluster: beside it), so no round
+trip is added to the batch's path. A marker that is gone, or names another
 generation than the one the worker saw, means the state was lost: logged as an error,
 counted in ``fraud_state_lost_total``, shown on ``/health``, and a new marker is written
 (``since`` = now, not complete; one worker's write wins, the others adopt it). While the
@@ -37,9 +38,16 @@ from fraudcore import SPEC, FeatureSpec
 from fraudcore.errors import StateUnavailable
 from service import metrics
 
-__all__ = ["Lineage", "LineageStore", "StateLineage"]
+__all__ = ["UNREAD", "Found", "Lineage", "LineageStore", "StateLineage"]
 
 log = logging.getLogger(__name__)
+
+
+class _Unread:
+    """:meth:`StateLineage.check` reads the marker itself."""
+
+
+UNREAD = _Unread()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,10 @@ class Lineage:
     @classmethod
     def new(cls, *, now: float, complete: bool) -> Lineage:
         return cls(secrets.token_hex(8), now, complete)
+
+
+#: What a store read of the marker: the marker, or None when there is none.
+Found = Lineage | None
 
 
 class LineageStore(Protocol):
@@ -102,15 +114,20 @@ class StateLineage:
         # here, so that one loss is detected, counted and answered once.
         self._turn = asyncio.Lock()
 
-    async def check(self) -> bool:
-        """Read the marker; returns whether the state is partial (decisions are marked).
-        Raises what the store raises (:class:`~fraudcore.errors.StateUnavailable`)."""
+    async def check(self, found: Found | _Unread = UNREAD) -> bool:
+        """Read the marker (or take ``found``, the marker the store read beside a batch's
+        exchange); returns whether the state is partial (decisions are marked). Raises what
+        the store raises (:class:`~fraudcore.errors.StateUnavailable`)."""
         async with self._turn:
-            return await self._check()
+            return await self._check(found)
 
-    async def _check(self) -> bool:
-        marker = await self.store.lineage()
-        if marker is None or (self.seen is not None and marker.generation != self.seen.generation):
+    async def _check(self, found: Found | _Unread) -> bool:
+        marker = await self.store.lineage() if isinstance(found, _Unread) else found
+        if self._changed(marker) and not isinstance(found, _Unread):
+            # Read beside a batch, maybe before another batch's check wrote the new marker:
+            # read it again now, so that one loss is answered once.
+            marker = await self.store.lineage()
+        if marker is None or self._changed(marker):
             marker = await self._begin(marker)
         self.seen = marker
         partial = not marker.complete and (
@@ -120,12 +137,18 @@ class StateLineage:
         self.partial = partial
         return partial
 
-    async def settle(self, check: asyncio.Future[bool]) -> bool:
-        """The outcome of a :meth:`check` run beside a batch's exchange. If it failed (the
-        store failed under it, and the exchange's own error, if any, is the one raised),
-        what the last check found."""
+    def _changed(self, marker: Found) -> bool:
+        seen = self.seen
+        return marker is None or (seen is not None and marker.generation != seen.generation)
+
+    async def settle(self, found: Found | StateUnavailable) -> bool:
+        """Whether the state is partial, from the marker read beside a batch's exchange
+        (:meth:`~service.ports.StateStore.exchange_checked`). If reading it failed, or
+        writing a new one does, what the last check found."""
+        if isinstance(found, StateUnavailable):
+            return self.partial
         try:
-            return await check
+            return await self.check(found)
         except StateUnavailable:
             return self.partial
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from fraudcore import SPEC, FeatureSpec, InMemoryStore, LabelEvent, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.state import LabelCheck
-from service.lineage import Lineage
+from service.lineage import Found, Lineage
 from service.ports import Answer, Exchange, LabelsAnswer, OnPart
 
 __all__ = ["MemoryStore"]
@@ -52,6 +52,15 @@ class MemoryStore:
             for start in range(0, len(answers), self.part):
                 on_part(answers[start : start + self.part])
         return answers
+
+    async def exchange_checked(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> tuple[list[Answer], Found | StateUnavailable]:
+        answers = await self.exchange(transactions, on_part)
+        try:
+            return answers, await self.lineage()  # after the batch, as Redis reads it
+        except StateUnavailable as exc:
+            return answers, exc
 
     def _first_card(self, tx: Transaction) -> str | None:
         """The card that used this id before, while remembered (like the Redis store's id

@@ -362,12 +362,9 @@ class BatchPipeline:
 
         try:
             await self._backlog.record(self.store)
-            # The state's marker is read beside the exchange, not after it (service.lineage).
-            lineage = asyncio.ensure_future(self.lineage.check())
-            try:
-                await self.store.exchange([tx for tx, _ in valid], on_part=take)
-            finally:
-                partial = await self.lineage.settle(lineage)
+            # The state's marker is read in the same round trip (service.lineage).
+            _, found = await self.store.exchange_checked([tx for tx, _ in valid], on_part=take)
+            partial = await self.lineage.settle(found)
             if unrecord:
                 # No decision: no recorded state either, so a redelivery is decided as new.
                 await self.store.forget(unrecord)

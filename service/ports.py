@@ -24,7 +24,7 @@ from fraudcore import CardHistory, LabelEvent, TerminalHistory, Transaction
 from fraudcore.errors import DuplicateConflict, StateUnavailable
 from fraudcore.state import LabelCheck
 from fraudrules import RuleSet
-from service.lineage import Lineage
+from service.lineage import Found, Lineage
 from service.model import Model
 
 __all__ = [
@@ -83,6 +83,14 @@ class StateStore(Protocol):
     async def exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None = None
     ) -> list[Answer]: ...
+
+    async def exchange_checked(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> tuple[list[Answer], Found | StateUnavailable]:
+        """:meth:`exchange`, and the state's marker (:mod:`service.lineage`) read with it,
+        in the same round trip where the store can: the marker (None: there is none), or
+        the error of its read alone (the exchange's own errors are raised)."""
+        ...
 
     async def forget(self, transactions: Sequence[Transaction]) -> None:
         """Undo what :meth:`exchange` recorded for these transactions (card, terminal, id

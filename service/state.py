@@ -41,7 +41,7 @@ from service.commands import Call, Script, command, pack
 from service.engine import Engine
 from service.exchange import exchange_calls
 from service.keys import KeyLayout
-from service.lineage import Lineage
+from service.lineage import Found, Lineage
 from service.ports import Answer, Exchange, LabelsAnswer, OnPart
 from service.replies import check_label, floats, newest_score
 
@@ -103,6 +103,7 @@ class RedisStore:
         self._terminal_ttl = str(int(spec.terminal_retention_seconds * 1000))
         self._labels_max = str(spec.terminal_max_labels)
         self._grace = spec.grace_days * 86_400.0
+        self._marker = command("GET", self.keys.lineage)  # read with every batch
         self.card_tag = self.keys.card_tag
 
     @staticmethod
@@ -144,39 +145,57 @@ class RedisStore:
         if not transactions:
             return []
         try:
-            return await self._exchange(transactions, on_part)
+            return (await self._exchange(transactions, on_part))[0]
         except REDIS_FAULTS as exc:
             raise unavailable(exc) from exc
 
+    async def exchange_checked(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> tuple[list[Answer], Found | StateUnavailable]:
+        """:meth:`exchange`, with the marker's ``GET`` after the batch's commands in the
+        same write: a loss before or during the batch shows in its own decisions."""
+        try:
+            answers, raw = await self._exchange(transactions, on_part, marker=True)
+        except REDIS_FAULTS as exc:
+            raise unavailable(exc) from exc
+        if isinstance(raw, ResponseError):  # the marker's key alone: WRONGTYPE, say
+            return answers, unavailable(raw)
+        return answers, None if raw is None else Lineage.decode(raw)
+
     async def _exchange(
-        self, transactions: Sequence[Transaction], on_part: OnPart | None
-    ) -> list[Answer]:
+        self, transactions: Sequence[Transaction], on_part: OnPart | None, *,
+        marker: bool = False,
+    ) -> tuple[list[Answer], Any]:
         calls = []
         now = self.clock()
         for tx in transactions:
             calls += self._calls.calls(tx, now)
+        exchanged = len(calls)
+        if marker:
+            calls.append(self._marker)
         results: list[Answer] = []
         undo: list[Call] = []
 
         per = 3 if self.ids else 2  # calls a transaction
 
         def answer(first: int, replies: list[Any]) -> None:
-            # replies of calls[first:first + len(replies)]: whole transactions
+            # replies of calls[first:first + len(replies)]: whole transactions (and the
+            # marker's reply, at the end)
             part: list[Answer] = []
-            for j in range(0, len(replies), per):
+            for j in range(0, min(len(replies), exchanged - first), per):
                 tx = transactions[(first + j) // per]
                 first_card = replies[j] if self.ids else None
                 card_reply, terminal_reply = replies[j + per - 2], replies[j + per - 1]
                 part.append(self._answer(tx, first_card, card_reply, terminal_reply, undo))
             results.extend(part)
-            if on_part is not None:
+            if on_part is not None and part:
                 on_part(part)
 
-        await self._run(calls, answer, part=per * PART)
+        replies = await self._run(calls, answer, part=per * PART, spared=exchanged)
         if undo:
             # A refused transaction must not count anywhere it was recorded meanwhile.
             await self._run(undo)
-        return results
+        return results, replies[-1] if marker else None
 
     def _id_key(self, tx: Transaction) -> str:
         return self.keys.transaction_id(tx.transaction_id)
@@ -331,9 +350,12 @@ class RedisStore:
         on_replies: Callable[[int, list[Any]], None] | None = None,
         *,
         part: int = 1 << 30,
+        spared: int | None = None,
     ) -> list[Any]:
         """Run the calls in order in one round trip; returns their replies, and hands them
-        to ``on_replies(first call, replies)`` ``part`` at a time as they arrive.
+        to ``on_replies(first call, replies)`` ``part`` at a time as they arrive. An error
+        reply raises, except from the calls from index ``spared`` on: their errors are
+        their replies.
 
         A script Redis does not have (restarted, flushed) fails with NOSCRIPT from that
         call on; it is loaded and the failed calls are sent again, in order (the replies
@@ -357,7 +379,7 @@ class RedisStore:
             for i, reply in zip(todo, answers, strict=True):
                 if isinstance(reply, NoScriptError) and calls[i].script is not None:
                     missing.append(i)
-                elif isinstance(reply, ResponseError):
+                elif isinstance(reply, ResponseError) and (spared is None or i < spared):
                     raise reply
                 else:
                     replies[i] = reply

@@ -234,3 +234,53 @@ def test_trims_and_windows_agree_with_the_reference_to_the_microsecond():
         assert list(answer.terminal.counts) == list(terminal.counts), tx.transaction_id
         assert sorted(answer.terminal.fraud_timestamps) == sorted(terminal.fraud_timestamps)
         assert compute(tx, answer.card, answer.terminal) == compute(tx, card, terminal)
+
+
+class _Parts(list[int]):
+    def append_len(self, part: object) -> None:
+        self.append(len(part))  # type: ignore[arg-type]
+
+
+def test_the_marker_is_read_in_the_batch_round_trip():
+    """``exchange_checked``: the state's marker comes with the batch's answers, from the
+    ``GET`` written after its commands; an error on the marker's key alone is its reply,
+    and the batch is still answered (part boundaries and lost scripts included)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fraudcore.errors import StateUnavailable
+    from service.lineage import Lineage
+
+    t0 = datetime(2018, 5, 1, 12, tzinfo=UTC)
+    # 100 transactions: 300 calls, a part exactly, so the GET's reply comes alone.
+    batch = [Transaction(f"m{i}", f"card-{i % 7}", "term", 1.0 + i, t0 + timedelta(minutes=i))
+             for i in range(100)]
+
+    async def scenario():
+        redis = Redis.from_url(REDIS_URL)
+        prefix = f"it-{uuid.uuid4().hex[:8]}"
+        store = RedisStore(redis, card_key_secret=b"test", prefix=prefix)
+        seen = []
+        try:
+            parts = _Parts()
+            answers, none = await store.exchange_checked(batch[:50], parts.append_len)
+            seen.append((len(answers), list(parts), none))
+            marker = await store.start_lineage(Lineage.new(now=1.0, complete=True))
+            await redis.script_flush()  # the scripts lost: sent again, the marker still read
+            answers, found = await store.exchange_checked(batch[50:])
+            seen.append((len(answers), sum(a.duplicate for a in answers), found == marker))
+            await redis.delete(store.keys.lineage)
+            await redis.rpush(store.keys.lineage, b"not a marker")
+            parts.clear()
+            answers, broken = await store.exchange_checked(batch, parts.append_len)
+            seen.append((len(answers), sum(a.duplicate for a in answers), broken, parts))
+        finally:
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+            await redis.delete(*keys)
+            await redis.aclose()
+        return seen
+
+    (n1, parts1, none), (n2, dup2, same), (n3, dup3, broken, parts3) = asyncio.run(scenario())
+    assert (n1, parts1, none) == (50, [50], None)
+    assert (n2, dup2, same) == (50, 0, True)
+    assert (n3, dup3, parts3) == (100, 100, [100])  # all seen before: all answered, one part
+    assert isinstance(broken, StateUnavailable) and "WRONGTYPE" in str(broken)

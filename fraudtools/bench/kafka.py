@@ -286,10 +286,11 @@ def broker_to_broker(appended_ms: Mapping[str, int], sent: int,
                      first: Mapping[str, Arrival]) -> dict[str, Any]:
     """From each transaction's append to the broker (``appended_ms``, of the ``sent``
     transactions) to its first decision's append (``first``: :func:`first_copies`), in ms:
-    percentiles over the transactions with both, ``decided`` (how many) and ``missing``
-    (sent, no decision seen). Not available when a side was not stamped by the broker (a
-    topic not created LogAppendTime): then it says which, rather than take a producer's
-    clock for the broker's."""
+    percentiles over the transactions with both, ``decided`` (how many), ``missing`` (sent,
+    no decision seen) and ``max_by_second`` (the worst of each second, in order). Not
+    available when a side was not stamped by the broker (a topic not created
+    LogAppendTime): then it says which, rather than take a producer's clock for the
+    broker's."""
     decided = [(t, first[i].appended_ms) for i, t in appended_ms.items() if i in first]
     not_stamped = []
     if len(appended_ms) < sent:
@@ -302,8 +303,13 @@ def broker_to_broker(appended_ms: Mapping[str, int], sent: int,
     if not_stamped:
         return {"available": False, "note": "; ".join(not_stamped)}
     lat = [float(d - t) for t, d in decided]
+    # Where the tail is: the worst latency of each second of the phase, by append time.
+    worst: dict[int, float] = {}
+    for (t, _), ms in zip(decided, lat, strict=True):
+        second = t // 1000
+        worst[second] = max(worst.get(second, 0.0), ms)
     return {"available": True, **percentiles(lat), "decided": len(lat),
-            "missing": sent - len(lat)}
+            "missing": sent - len(lat), "max_by_second": [worst[k] for k in sorted(worst)]}
 
 
 def freeze_gc() -> None:

@@ -61,6 +61,10 @@ def test_the_first_copy_of_each_decision_is_the_one_that_counts() -> None:
     got = broker_to_broker({"a": 1_000, "b": 1_018}, 2, first)
     assert got["available"] and got["decided"] == 2 and got["missing"] == 0
     assert (got["p50"], got["max"]) == (6.0, 10.0)  # 10 and 2 ms; the copies are not seen
+    assert got["max_by_second"] == [10.0]
+    second, _ = first_copies(_arrivals(("a", 1_010), ("b", 2_020), ("c", 2_950)))
+    spread = broker_to_broker({"a": 1_000, "b": 2_018, "c": 1_999}, 3, second)
+    assert spread["max_by_second"] == [951.0, 2.0]  # c was appended in the first second
 
 
 def test_transactions_without_a_decision_are_missing_not_counted() -> None:

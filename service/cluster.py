@@ -249,6 +249,8 @@ class ClusterStore(RedisStore):
             return await self.lineage()
         except StateUnavailable as exc:
             return exc
+        except ValueError as exc:  # a marker key holding something else
+            return StateUnavailable(f"the state's marker is not one ({exc})")
 
     async def _refresh(self) -> None:
         if self._started:

@@ -63,15 +63,8 @@ from service.retry import Sleep, Unavailable, hold, retry
 from service.scoring import score_batch
 from service.turns import Turn, Turns, claims
 
-__all__ = [
-    "MAX_UNRECORDED",
-    "BatchPipeline",
-    "BatchResult",
-    "Delivery",
-    "Options",
-    "Output",
-    "OutputTopics",
-]
+__all__ = ["MAX_UNRECORDED", "BatchPipeline", "BatchResult", "Delivery", "Options", "Output",
+           "OutputTopics"]
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +216,19 @@ class BatchPipeline:
             turn.exchanged()
 
     async def _exchange_in_turn(self, batch: Sequence[Message], turn: Turn) -> _Exchanged:
+        self._turns.enter(turn)
+        decoded: _Decoded | Exception
         async with self._decode_turn:  # the batches claim their cards in batch order
             try:
-                decoded: _Decoded | None = await self._decode_held(batch)
-            except Exception:  # noqa: BLE001 - a bug: a message at a time, below
-                decoded = None
-            turn.claim(None if decoded is None else claims([tx for tx, _ in decoded.valid]))
+                decoded = await self._decode_held(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug: a message at a time, below
+                decoded = exc
+            turn.claim(None if isinstance(decoded, Exception)
+                       else claims([tx for tx, _ in decoded.valid]))
         await turn.clear()
         try:
-            if decoded is None:
-                raise RuntimeError("decoding the batch failed")  # logged with its cause
+            if isinstance(decoded, Exception):
+                raise decoded
             return await self._exchange_decoded(decoded)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the batch
             if len(batch) < 2:
@@ -240,7 +236,8 @@ class BatchPipeline:
             log.exception("scoring a batch of %d failed; trying it a message at a time", len(batch))
         try:
             return await hold(
-                partial(self._one_at_a_time, batch),
+                partial(self._one_at_a_time, batch,
+                        None if isinstance(decoded, Exception) else decoded),
                 what="scoring",
                 max_delay=self.options.retry_max_seconds,
                 sleep=self.sleep,
@@ -248,21 +245,32 @@ class BatchPipeline:
         except Exception as exc:  # noqa: BLE001 - a bug in the isolation itself
             return _Exchanged(self._dead.batch(batch, "scoring", exc))
 
-    async def _one_at_a_time(self, batch: Sequence[Message]) -> _Exchanged | Unavailable:
+    async def _one_at_a_time(
+        self, batch: Sequence[Message], decoded: _Decoded | None
+    ) -> _Exchanged | Unavailable:
+        # What the batch's decoding refused stays refused (its cards unclaimed: not exchanged).
+        kept = {id(m): tx for tx, m in decoded.valid} if decoded is not None else {}
         parts: list[_Exchanged] = []
         poison: list[tuple[Message, str]] = []
         for message in batch:
+            if decoded is not None and id(message) not in kept:
+                parts.append(_Exchanged(self._dead.many(
+                    [r for r in decoded.refused if r[0] is message],
+                    [p for p in decoded.poison if p[0] is message])))
+                continue
             try:
-                parts.append(await self._exchange_held([message]))
+                one = (await self._decode_held([message]) if decoded is None
+                       else _Decoded([(kept[id(message)], message)], [], []))
+                parts.append(await self._exchange_decoded(one))
             except Exception as exc:  # noqa: BLE001 - this message alone fails: poison
                 log.exception("scoring %s failed alone", message.where)
                 poison.append((message, internal(exc)))
                 await self._forget_quietly(message)
         if systemic(len(poison), len(parts)):
             reason = f"every message of a batch fails alone: {poison[0][1]}"
-            self.readiness.fault("scoring", reason)
+            self._turns.fault(self.readiness, "scoring", reason)
             return Unavailable(reason, part="scoring")
-        self.readiness.clear("scoring")
+        self._turns.clear(self.readiness, "scoring")
         return _Exchanged(
             [*(d for part in parts for d in part.dead_letters), *self._dead.many([], poison)],
             [row for part in parts for row in part.rows],
@@ -277,9 +285,6 @@ class BatchPipeline:
             await self.store.forget([self.decode(message.value)])
         except Exception as exc:  # noqa: BLE001 - best effort: it is dead-lettered anyway
             log.warning("could not undo the state of %s: %r", message.where, exc)
-
-    async def _exchange_held(self, batch: Sequence[Message]) -> _Exchanged:
-        return await self._exchange_decoded(await self._decode_held(batch))
 
     async def _decode_held(self, batch: Sequence[Message]) -> _Decoded:
         return await hold(
@@ -303,9 +308,9 @@ class BatchPipeline:
         decoded = self._decode(batch)
         if systemic(len(decoded.poison), len(decoded.valid)):
             reason = f"every message of a batch fails to decode: {decoded.poison[0][1]}"
-            self.readiness.fault("decoding", reason)
+            self._turns.fault(self.readiness, "decoding", reason)
             return Unavailable(reason, part="decoding")
-        self.readiness.clear("decoding")
+        self._turns.clear(self.readiness, "decoding")
         return decoded
 
     def _decode(self, batch: Sequence[Message]) -> _Decoded:
@@ -369,17 +374,17 @@ class BatchPipeline:
                 # No decision: no recorded state either, so a redelivery is decided as new.
                 await self.store.forget(unrecord)
         except StateUnavailable as exc:
-            self.readiness.fault("state", str(exc))
+            self._turns.fault(self.readiness, "state", str(exc))
             if self.options.fail_policy == "hold":
                 return Unavailable(str(exc))
             return self._decided_on_empty_history(decoded, exc)
-        self.readiness.clear("state")
+        self._turns.clear(self.readiness, "state")
         self._recorded.moved()
         if systemic(len(poison), len(scored)):
             reason = f"the features of every transaction of a batch fail: {poison[0][1]}"
-            self.readiness.fault("features", reason)
+            self._turns.fault(self.readiness, "features", reason)
             return Unavailable(reason, part="features")
-        self.readiness.clear("features")
+        self._turns.clear(self.readiness, "features")
         dead = self._dead.many(decoded.refused + conflicts, decoded.poison + poison)
         state_seconds = time.perf_counter() - started - feature_seconds
         metrics.STAGE_SECONDS.labels("redis").observe(state_seconds)

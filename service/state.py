@@ -160,7 +160,10 @@ class RedisStore:
             raise unavailable(exc) from exc
         if isinstance(raw, ResponseError):  # the marker's key alone: WRONGTYPE, say
             return answers, unavailable(raw)
-        return answers, None if raw is None else Lineage.decode(raw)
+        try:  # the batch is recorded: whatever the key holds, it is answered
+            return answers, None if raw is None else Lineage.decode(raw)
+        except ValueError as exc:
+            return answers, StateUnavailable(f"the state's marker is not one ({exc}): {raw!r}")
 
     async def _exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None, *,

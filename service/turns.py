@@ -2,7 +2,8 @@
 
 A card's transactions must be recorded in the order they came (its features count the
 ones before), so two batches that hold the same card exchange state one after the other,
-in batch order. Batches with no card in common may exchange state at the same time: no
+in batch order; so do two that use the same transaction id (the first card to use an id
+keeps it). Batches with nothing of that in common may exchange state at the same time: no
 state one of them reads is written by the other, except the terminals' — and a terminal's
 features read only its transactions older than the label delay
 (``FeatureSpec.label_delay_days``, 7 days; with a delay of 0 the batch claims its
@@ -19,7 +20,9 @@ order.
                                 holding its cards    cards)             outputs to be queued
 
 A batch that could not be decoded claims ``None``: every card, so it waits for every batch
-before it, and every batch after it waits for it.
+before it, and every batch after it waits for it. While one batch holds on a part of the
+path (the store away, say), a batch of other cards getting past it does not clear the
+worker's fault (:meth:`Turns.clear`).
 
 One deviation from one batch at a time, on a terminal at its size bound
 (``terminal_max_entries``) only: a later batch's transaction recorded first may push out
@@ -30,19 +33,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Sequence, Set
+from contextvars import ContextVar
 
 from fraudcore import SPEC, FeatureSpec, Transaction
+from service.readiness import Readiness
 
 __all__ = ["Turn", "Turns", "claims"]
 
 
 def claims(transactions: Sequence[Transaction], spec: FeatureSpec = SPEC) -> set[Hashable]:
-    """What a batch's exchange must have to itself: its cards, and its terminals when their
-    features read the newest transactions (a label delay of 0)."""
+    """What a batch's exchange must have to itself: its cards, its transaction ids, and its
+    terminals when their features read the newest transactions (a label delay of 0)."""
     held: set[Hashable] = {tx.card_id for tx in transactions}
+    # The id index: the first card to use an id keeps it, so ids are taken in batch order.
+    held.update(("id", tx.transaction_id) for tx in transactions)
     if spec.label_delay_days <= 0:
         held.update(("terminal", tx.terminal_id) for tx in transactions)
     return held
+
+
+#: The batch the running task works on.
+_CURRENT: ContextVar[Turn | None] = ContextVar("turn", default=None)
 
 
 class Turn:
@@ -55,6 +66,7 @@ class Turn:
         self.cards: Set[Hashable] | None = None
         self._done = asyncio.Event()  # its exchange is over
         self._waits: list[asyncio.Event] = []
+        self.holding: set[str] = set()  # the parts of the path it holds on (Readiness)
 
     def claim(self, cards: Set[Hashable] | None) -> None:
         """The batch's cards (None: unknown, so all); called in batch order."""
@@ -75,7 +87,8 @@ class Turn:
         """The exchange is over (done, given up or failed): the batches waiting for it go."""
         if not self._done.is_set():
             self._done.set()
-            self._turns.exchanging.remove(self)
+            if self in self._turns.exchanging:  # not when cancelled before it claimed
+                self._turns.exchanging.remove(self)
 
     async def send_turn(self) -> None:
         """Wait until every earlier batch's outputs are queued (or it gave up)."""
@@ -96,6 +109,27 @@ class Turns:
     def __init__(self) -> None:
         self.exchanging: list[Turn] = []  # claimed and not exchanged yet, in batch order
         self._last_queued: asyncio.Future[None] | None = None
+
+    def enter(self, turn: Turn) -> None:
+        """The running task works on ``turn``'s batch (:meth:`fault`, :meth:`clear`)."""
+        _CURRENT.set(turn)
+
+    def fault(self, readiness: Readiness, part: str, reason: str) -> None:
+        """The running batch holds on ``part``: so does the worker."""
+        turn = _CURRENT.get()
+        if turn is not None:
+            turn.holding.add(part)
+        readiness.fault(part, reason)
+
+    def clear(self, readiness: Readiness, part: str) -> None:
+        """The running batch got past ``part``: the worker did, unless another batch of
+        other cards still holds on it (so a held batch's fault is not cleared between its
+        retries by the batches going on beside it)."""
+        turn = _CURRENT.get()
+        if turn is not None:
+            turn.holding.discard(part)
+        if not any(part in t.holding for t in self.exchanging if t is not turn):
+            readiness.clear(part)
 
     def arrive(self) -> Turn:
         """A new batch's place, after every batch so far (no await: call it on arrival)."""

@@ -273,14 +273,20 @@ def test_the_marker_is_read_in_the_batch_round_trip():
             parts.clear()
             answers, broken = await store.exchange_checked(batch, parts.append_len)
             seen.append((len(answers), sum(a.duplicate for a in answers), broken, parts))
+            await redis.delete(store.keys.lineage)
+            await redis.set(store.keys.lineage, b"garbage")
+            answers, garbage = await store.exchange_checked(batch[:1])
+            seen.append((len(answers), garbage))
         finally:
             keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
             await redis.delete(*keys)
             await redis.aclose()
         return seen
 
-    (n1, parts1, none), (n2, dup2, same), (n3, dup3, broken, parts3) = asyncio.run(scenario())
+    (n1, parts1, none), (n2, dup2, same), (n3, dup3, broken, parts3), (n4, garbage) = (
+        asyncio.run(scenario()))
     assert (n1, parts1, none) == (50, [50], None)
     assert (n2, dup2, same) == (50, 0, True)
     assert (n3, dup3, parts3) == (100, 100, [100])  # all seen before: all answered, one part
     assert isinstance(broken, StateUnavailable) and "WRONGTYPE" in str(broken)
+    assert n4 == 1 and isinstance(garbage, StateUnavailable) and "not one" in str(garbage)

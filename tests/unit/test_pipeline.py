@@ -784,6 +784,80 @@ def test_a_state_lost_while_running_is_detected_and_its_decisions_marked(
     assert metric("fraud_state_partial") == 0
 
 
+def test_a_transaction_id_is_taken_in_batch_order_across_cards(models: ModelHolder) -> None:
+    # The second batch waits behind the first (card-1) and uses "dup" on card-2; the third
+    # (card-3) uses "dup" too: it must not take the id first because its cards are free.
+    async def scenario() -> RecordingSink:
+        store = CardGatedStore("card-1")
+        p = pipeline(models, store)
+        batches = [messages(tx(0)),
+                   messages(tx(1), tx(2, card="card-2", tx_id="dup")),
+                   messages(tx(3, card="card-3", tx_id="dup"))]
+        running = [asyncio.ensure_future(decide(p, b)) for b in batches]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        store.opened.set()
+        await asyncio.gather(*running)
+        return sink_of(p)
+
+    sink = asyncio.run(scenario())
+    assert [d["transaction_id"] for d in sink.records("decisions")] == ["tx-0", "tx-1", "dup"]
+    [dead] = sink.records("dlq")
+    assert "another card" in dead["reason"] and '"card-3"' in dead["payload"]
+
+
+class FailsOnce(MemoryStore):
+    """Its first exchange fails with a bug (not a store fault)."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.failed = False
+
+    async def exchange(
+        self, transactions: Sequence[Transaction], on_part: OnPart | None = None
+    ) -> list[Answer]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the replies")
+        return await super().exchange(transactions, on_part)
+
+
+def test_a_batch_tried_a_message_at_a_time_keeps_what_its_decoding_refused(
+    models: ModelHolder,
+) -> None:
+    # Refused at first for being too far ahead of the clock; by the message-at-a-time retry
+    # the clock has moved on. Its card was not claimed: it must stay refused, unrecorded.
+    clock = iter([NOW] + [NOW + 7_200.0] * 100)
+    store = FailsOnce()
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    p = BatchPipeline(store, models, RecordingSink(), topics=TOPICS,
+                      options=Options(max_future_seconds=3_600.0),
+                      clock=lambda: next(clock), sleep=no_wait)
+    ahead = datetime.fromtimestamp(NOW + 5_400, UTC)
+    asyncio.run(decide(p, messages(tx(0, card="card-2", at=ahead), tx(1))))
+    [dead] = sink_of(p).records("dlq")
+    assert dead["reason"].startswith("timestamp: more than 3600 s ahead")
+    assert [d["transaction_id"] for d in sink_of(p).records("decisions")] == ["tx-1"]
+    assert "card-2" not in store.state.cards
+
+
+def test_a_one_message_batch_whose_decoding_fails_is_dead_lettered_with_the_error(
+    models: ModelHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipeline(models)
+
+    async def broken(batch: Sequence[Message]) -> Any:
+        raise ValueError("the decoder's own bug")
+
+    monkeypatch.setattr(p, "_decode_held", broken)
+    asyncio.run(decide(p, messages(tx(0))))
+    [dead] = sink_of(p).records("dlq")
+    assert "the decoder's own bug" in dead["reason"]
+
+
 class SlowMarkerStore(MemoryStore):
     """Lets other tasks run while it reads or writes the marker, as a real store does."""
 

@@ -14,10 +14,11 @@ Everything here is bounded: every wait has a deadline and fails with what it saw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -46,6 +47,7 @@ __all__ = [
     "end_total",
     "first_copies",
     "freeze_gc",
+    "no_collection",
     "preload",
     "read_decisions",
     "runner",
@@ -120,25 +122,27 @@ async def send_stamped(producer: AIOKafkaProducer, records: Slice, *, rate: floa
     n = len(records)
     is_tx, keys, values, ids = records.is_tx, records.keys, records.values, records.ids
     clock, monotonic = time.perf_counter, time.monotonic
-    start = clock()
-    i = sent = 0
-    while i < n:
-        now = clock()
-        while i < n and (not is_tx[i] or start + sent / rate <= now):
-            if is_tx[i]:
-                sent_at[ids[i]] = monotonic()
-                sent += 1
-                pending.append(await producer.send(transactions, values[i], key=keys[i]))
-                tx_ids.append(ids[i])
-            else:
-                pending.append(await producer.send(labels, values[i], key=keys[i]))
-                tx_ids.append("")
-            i += 1
-        if i < n:
-            # At least a tick: the event loop's timers have a resolution of a millisecond,
-            # so a shorter sleep returns at once, and above 1,000/s the loop would spin a
-            # core away from the worker (it did: 0.8 of this machine's 2 at 2,000/s).
-            await asyncio.sleep(max(TICK, start + sent / rate - clock()))
+    with no_collection():
+        start = clock()
+        i = sent = 0
+        while i < n:
+            now = clock()
+            while i < n and (not is_tx[i] or start + sent / rate <= now):
+                if is_tx[i]:
+                    sent_at[ids[i]] = monotonic()
+                    sent += 1
+                    pending.append(await producer.send(transactions, values[i], key=keys[i]))
+                    tx_ids.append(ids[i])
+                else:
+                    pending.append(await producer.send(labels, values[i], key=keys[i]))
+                    tx_ids.append("")
+                i += 1
+            if i < n:
+                # At least a tick: the event loop's timers have a resolution of a
+                # millisecond, so a shorter sleep returns at once, and above 1,000/s the
+                # loop would spin a core away from the worker (it did: 0.8 of this
+                # machine's 2 at 2,000/s).
+                await asyncio.sleep(max(TICK, start + sent / rate - clock()))
     acks = await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
     appended = {tx_id: ack.timestamp for tx_id, ack in zip(tx_ids, acks, strict=True)
                 if tx_id and ack.timestamp_type == LOG_APPEND}
@@ -310,6 +314,23 @@ def broker_to_broker(appended_ms: Mapping[str, int], sent: int,
         worst[second] = max(worst.get(second, 0.0), ms)
     return {"available": True, **percentiles(lat), "decided": len(lat),
             "missing": sent - len(lat), "max_by_second": [worst[k] for k in sorted(worst)]}
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """No garbage collection while the block runs (the paced sends), one after it. The
+    sends' futures and stamps pile up as the phase goes: at 5,000/s a full collection
+    over them stopped the sender 21-48 ms every 7 s or so, and the transactions it held
+    back then reached the broker together, a burst the worker was timed on. A phase's
+    garbage is a few hundred MB at most."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+            gc.collect()
 
 
 def freeze_gc() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from fraudtools.bench import system
+from fraudtools.bench import broker_gc, system
 from fraudtools.bench.kafka import Arrival, Arrivals, broker_to_broker, first_copies, send_stamped
 from fraudtools.bench.metrics import percentiles, progress, stage_figures
 from fraudtools.bench.plan import MAX_RATE_TRIES
@@ -58,6 +58,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
     await producer.start()
     phases: list[dict[str, Any]] = []
     expected = 0
+    gc_log = broker_gc.find(bench.pids.get("kafka"))
     throughput = bench.result["throughput_eps"]
     try:
         queue: list[tuple[int, str]] = [(r, "fixed") for r in sorted(plan.rates)]
@@ -72,6 +73,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
             profiler = (Profiler(w.pid, Path(bench.args.reports) / PROFILE)
                         if bench.args.profile and rate == PROFILED_RATE and kind == "fixed"
                         else None)
+            began = time.time()
             sent = await send_stamped(producer, piece, rate=rate,
                                       transactions=where.names.transactions,
                                       labels=where.names.labels)
@@ -83,6 +85,8 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
                 w.check()
                 await asyncio.sleep(0.02)
             drain_seconds = time.monotonic() - sent_done
+            # The broker's stops while this rate's transactions and decisions went through.
+            stopped = gc_log.during(began, time.time())
             c1, after = system.sample(pids), await w.metrics()
             profile = profiler.stop() if profiler is not None else None
             send_seconds = sent_done - min(sent_at.values())
@@ -94,7 +98,7 @@ async def _offer(bench: Bench, w: Worker, where: IsolatedWorker
                 "cpu": grouped(used, bench.cpu_groups),
                 "measured": sum(v for v in used.values() if not math.isnan(v)),
                 "wall": c1.at - c0.at, "busy": c1.busy - c0.busy,
-                "profile": profile,
+                "profile": profile, "broker_gc": stopped,
             })
             if received.value < expected:
                 # The backlog would spill into the next phase: let it clear first.
@@ -151,6 +155,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arr
             "sustained": bool(sustained),
             "kind": phase["kind"],
             "broker_to_broker_ms": b2b,
+            "broker_gc_pauses": phase["broker_gc"],
             "worker_stages": phase["stages"],
             "cpu_cores": {k: round(v / phase["wall"], 3) for k, v in busy_cpu.items()},
             "core_seconds_per_million": per_million,
@@ -163,6 +168,7 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arr
         by_rate[str(phase["rate"])] = {
             **{k: b2b.get(k) for k in ("p50", "p95", "p99", "max")},
             "sustained": bool(sustained),
+            "broker_gc_pauses": phase["broker_gc"],
             **({} if b2b["available"] else {"note": b2b["note"]})}
         rss.append(phase["rss"]["rss_mb"])
         if sustained and (best is None or phase["rate"] > best):
@@ -170,9 +176,11 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arr
         progress(f"  {phase['rate']:>6,}/s: p50 {entry['p50']} p99 {entry['p99']} max "
                  f"{entry['max']} ms, achieved {entry['achieved_eps']}/s, "
                  f"sustained {sustained}; broker to broker p50 {b2b.get('p50')} p99 "
-                 f"{b2b.get('p99')} ms" + ("" if b2b["available"] else f" ({b2b['note']})"))
+                 f"{b2b.get('p99')} ms" + ("" if b2b["available"] else f" ({b2b['note']})")
+                 + f"; broker GC {broker_gc.describe(phase['broker_gc'])}")
     bench.result["latency_ms"] = latency_ms
     bench.result["broker_to_broker_ms"] = by_rate
     bench.result["max_sustained_eps"] = best
     bench.result["worker_rss_mb"] = round(float(np.median(rss)), 1) if rss else None
     bench.result["worker_rss_peak_mb"] = phases[-1]["rss"]["peak_mb"] if phases else None
+

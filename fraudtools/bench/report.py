@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from fraudtools.bench.broker_gc import describe
 from fraudtools.bench.metrics import STAGES
 
 __all__ = [
@@ -147,6 +148,11 @@ def decision_layer_lines(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def _broker_gc(e: dict[str, Any]) -> str:
+    stopped = e.get("broker_gc_pauses")
+    return "–" if stopped is None else describe(stopped)  # not in older reports
+
+
 def summary(r: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [
@@ -269,8 +275,12 @@ def markdown(r: dict[str, Any], png: str) -> str:
         "copy of its decision (from the record): no client in between, whole milliseconds, "
         "one stamp for a whole produced batch.",
         "",
-        "| offered /s | p50 | p95 | p99 | max | mean | decided | missing | sustained |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "The broker's garbage-collector pauses while each rate ran are from its GC log: "
+        "a pause stops every append, the decisions' too.",
+        "",
+        "| offered /s | p50 | p95 | p99 | max | mean | decided | missing | sustained | "
+        "broker GC pauses |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for rate in _rates(r):
         e = lat[rate]
@@ -278,11 +288,11 @@ def markdown(r: dict[str, Any], png: str) -> str:
         name = f"{int(rate):,}{' (max)' if e['kind'] == 'max' else ''}"
         if not b.get("available"):
             out.append(f"| {name} | {b.get('note', 'not measured')} | | | | | | | "
-                       f"{_n(e['sustained'])} |")
+                       f"{_n(e['sustained'])} | {_broker_gc(e)} |")
             continue
         out.append(f"| {name} | {b['p50']} | {b['p95']} | {b['p99']} | {b['max']} | "
                    f"{b['mean']} | {_n(b['decided'])} | {_n(b['missing'])} | "
-                   f"{_n(e['sustained'])} |")
+                   f"{_n(e['sustained'])} | {_broker_gc(e)} |")
     st = tp["stages"]
     out += [
         "",

@@ -4,6 +4,7 @@ the offered rate without spinning the event loop, and in order."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +81,25 @@ def test_paced_sends_never_sleep_less_than_a_tick_and_keep_the_rate(
     for (_, _, at), when in zip((s for s in producer.sent if s[0] == "tx"), due, strict=True):
         assert when - 1e-9 <= at - start <= when + kafka.TICK + 1e-9
     assert {topic for topic, _, _ in producer.sent} == {"tx", "lb"}
+
+
+def test_no_garbage_collection_pauses_the_paced_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full collection over the phase's pending sends stopped the sender for up to 48 ms,
+    # and what it held back then went out as one burst: the load was not the offered one.
+    clock = Clock()
+    monkeypatch.setattr(kafka, "time", clock)
+    monkeypatch.setattr("asyncio.sleep", clock.sleep)
+    collecting: list[bool] = []
+
+    class Watching(Producer):
+        async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[Ack]:
+            collecting.append(gc.isenabled())
+            return await super().send(topic, value, key=key)
+
+    assert gc.isenabled()
+    asyncio.run(kafka.send_stamped(Watching(clock), _records(500), rate=5_000,
+                                   transactions="tx", labels="lb"))
+
+    assert len(collecting) == 500
+    assert not any(collecting)
+    assert gc.isenabled()  # and on again after the phase

@@ -194,10 +194,10 @@ up() {
   format_once
   local t0=$SECONDS timeout=${KAFKA_START_TIMEOUT:-90}
   # setsid: own session, so a Ctrl-C in the calling terminal does not reach the broker.
-  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
   # The GC log, as Kafka's own start script writes one: the bench reads the broker's pauses
   # from it (fraudtools/bench/broker_gc.py).
   mkdir -p "$HOME_DIR/logs"
+  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
   setsid java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     "-Xlog:gc:file=$HOME_DIR/logs/gc.log:time,uptimemillis:filecount=5,filesize=20M" \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$HOME_DIR/log4j2.properties" \

@@ -183,4 +183,3 @@ def _summarise(bench: Bench, phases: list[dict[str, Any]], copies: dict[str, Arr
     bench.result["max_sustained_eps"] = best
     bench.result["worker_rss_mb"] = round(float(np.median(rss)), 1) if rss else None
     bench.result["worker_rss_peak_mb"] = phases[-1]["rss"]["peak_mb"] if phases else None
-

@@ -250,7 +250,7 @@ class ClusterStore(RedisStore):
         except StateUnavailable as exc:
             return exc
         except ValueError as exc:  # a marker key holding something else
-            return StateUnavailable(f"the state's marker is not one ({exc})")
+            return Lineage.unreadable(exc)
 
     async def _refresh(self) -> None:
         if self._started:

@@ -68,6 +68,13 @@ class Lineage:
         generation, since, complete = text.split("|")
         return cls(generation, float(since), complete == "1")
 
+    @staticmethod
+    def unreadable(exc: ValueError, raw: object = None) -> StateUnavailable:
+        """What a marker key holding something else (``decode``'s ``exc``) tells a batch:
+        the state cannot be vouched for, and the marker's error, not the batch's."""
+        shown = "" if raw is None else f": {raw!r}"
+        return StateUnavailable(f"the state's marker is not one ({exc}){shown}")
+
     @classmethod
     def new(cls, *, now: float, complete: bool) -> Lineage:
         return cls(secrets.token_hex(8), now, complete)

@@ -163,7 +163,7 @@ class RedisStore:
         try:  # the batch is recorded: whatever the key holds, it is answered
             return answers, None if raw is None else Lineage.decode(raw)
         except ValueError as exc:
-            return answers, StateUnavailable(f"the state's marker is not one ({exc}): {raw!r}")
+            return answers, Lineage.unreadable(exc, raw)
 
     async def _exchange(
         self, transactions: Sequence[Transaction], on_part: OnPart | None, *,
